@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install wrpo with its pinned stack. CPU machines take the local torch 2.13.0 CPU wheel first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[dev]"
+python -m ipykernel install --sys-prefix --name python3 >/dev/null
