@@ -6,7 +6,7 @@ Docs: https://wrpo-dev.github.io/wrpo/trainer.html.md"""
 
 # %% ../nbs/06_trainer.ipynb #a2f5010a
 from __future__ import annotations
-import contextlib, copy, os, warnings
+import contextlib, copy, os, tempfile, warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
