@@ -13,6 +13,6 @@ if ! git diff --exit-code -- nbs wrpo || [ -n "$(git ls-files --others --exclude
 fi
 python tools/readme.py --check
 echo "== notebook tests =="
-nbdev-test --n-workers 2
+nbdev-test --n-workers 2 --skip-folder-re "^pipelines$"
 echo "== pytest =="
 python -m pytest -q -x "$@"

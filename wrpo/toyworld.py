@@ -10,7 +10,7 @@ __all__ = ['SKILLS', 'LETTERS', 'DIGITS', 'CHAT_STYLES', 'ARCHS', 'VERSION', 'WO
            'sft_batch', 'train_lm', 'greedy_answers', 'skill_accuracy', 'world_spec', 'default_cache_dir', 'load_model',
            'eval_rows', 'build_zoo', 'zoo_report']
 
-# %% ../nbs/08_toyworld.ipynb #6519984f
+# %% ../nbs/08_toyworld.ipynb #252f46fa
 import json, math, os, random, re, shutil, time, uuid
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
                           MistralConfig, PreTrainedTokenizerFast, Qwen2Config)
 from transformers.utils import logging as hf_logging
 
-# %% ../nbs/08_toyworld.ipynb #193dc7ff
+# %% ../nbs/08_toyworld.ipynb #e0a7869d
 SKILLS = ("add", "reverse", "sort", "max")
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 DIGITS = "0123456789"
@@ -38,7 +38,7 @@ def sample_task(skill:str, # one of `SKILLS`
     else: raise ValueError(f"unknown skill {skill!r}; known skills: {', '.join(SKILLS)}")
     return text, solve(text)[1]
 
-# %% ../nbs/08_toyworld.ipynb #ad5e9394
+# %% ../nbs/08_toyworld.ipynb #d71f7a26
 _TASK_RE = {"add": re.compile(r"add (\d+)\+(\d+)"), "reverse": re.compile(r"reverse ([a-z]+)"),
             "sort": re.compile(r"sort (\d+)"), "max": re.compile(r"max (\d+)")}
 
@@ -59,7 +59,7 @@ def solve(text:str, # an instruction such as "add 34+58", or a chat prompt (list
         return skill, max(m[1])
     raise ValueError(f"not a toy-world task: {text!r} (expected e.g. 'add 34+58', 'reverse abc', 'sort 5291', 'max 5291')")
 
-# %% ../nbs/08_toyworld.ipynb #8ee6939b
+# %% ../nbs/08_toyworld.ipynb #89c9f2e8
 def _mix(skill_mix) -> dict:
     "Normalise a skill mix to a dict of positive weights."
     if isinstance(skill_mix, str): skill_mix = {skill_mix: 1.0}
@@ -85,7 +85,7 @@ def make_prompts(skill_mix="all", # a skill, a list of skills, a dict skill -> w
         rows.append(dict(prompt=[{"role": "user", "content": text}], skill=skill, answer=answer))
     return rows
 
-# %% ../nbs/08_toyworld.ipynb #7f7859f0
+# %% ../nbs/08_toyworld.ipynb #61a243bb
 def edit_distance(a:str, b:str) -> int:
     "Levenshtein distance between two strings."
     prev = list(range(len(b) + 1))
@@ -112,7 +112,7 @@ def verify(prompt, # a row from `make_prompts`, a chat prompt (list of messages)
     if not r: return 0.0
     return max(0.0, 1.0 - edit_distance(r, answer) / max(len(r), len(answer)))
 
-# %% ../nbs/08_toyworld.ipynb #24c546f4
+# %% ../nbs/08_toyworld.ipynb #8a03c63f
 class VerifierReward:
     "Reward scorer for toy-world prompts: `VerifierReward()(prompts, responses) -> list[float]`."
     name = "toyworld-verifier"
@@ -124,7 +124,7 @@ class VerifierReward:
             raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
         return [verify(p, r) for p, r in zip(prompts, responses)]
 
-# %% ../nbs/08_toyworld.ipynb #460edf7e
+# %% ../nbs/08_toyworld.ipynb #e1fb5b83
 CHAT_STYLES = {
     "tags": dict(bos="<|bos|>", eos="<|end|>", pad="<|pad|>", unk="<|unk|>", user="<|user|>", assistant="<|assistant|>"),
     "inst": dict(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>", user="[INST]", assistant="[/INST]"),
@@ -144,7 +144,7 @@ def chat_template(style:str="tags") -> str:
             "{% elif m['role'] == 'assistant' %}{{ m['content'] }}{{ eos_token }}"
             "{% endif %}{% endfor %}")
 
-# %% ../nbs/08_toyworld.ipynb #62fab4f7
+# %% ../nbs/08_toyworld.ipynb #dba977be
 def _corpus(n:int=4000, seed:int=1234) -> list:
     "Toy-world text to train a tokenizer on: instructions and answers of all skills."
     out = []
@@ -172,7 +172,7 @@ def make_tokenizer(kind:str="char", # "char", or "bpe-<vocab size>" such as "bpe
                                    padding_side="left", chat_template=chat_template(style),
                                    model_max_length=128, clean_up_tokenization_spaces=False)
 
-# %% ../nbs/08_toyworld.ipynb #a46c6917
+# %% ../nbs/08_toyworld.ipynb #9e8ec4fa
 ARCHS = ("llama", "gpt2", "qwen2", "mistral")
 
 def make_model(arch:str, # one of `ARCHS`
@@ -188,7 +188,8 @@ def make_model(arch:str, # one of `ARCHS`
     if arch == "llama": cfg = LlamaConfig(hidden_size=d, intermediate_size=4 * d, num_hidden_layers=layers,
                                           num_attention_heads=heads, num_key_value_heads=heads,
                                           max_position_embeddings=128, **common)
-    elif arch == "gpt2": cfg = GPT2Config(n_embd=d, n_layer=layers, n_head=heads, n_positions=128, **common)
+    elif arch == "gpt2": cfg = GPT2Config(n_embd=d, n_layer=layers, n_head=heads, n_positions=128, resid_pdrop=0.0,
+                                          embd_pdrop=0.0, attn_pdrop=0.0, **common)
     elif arch == "qwen2": cfg = Qwen2Config(hidden_size=d, intermediate_size=3 * d, num_hidden_layers=layers,
                                             num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
                                             max_position_embeddings=128, **common)
@@ -201,7 +202,7 @@ def make_model(arch:str, # one of `ARCHS`
     model.generation_config = GenerationConfig(do_sample=False, max_new_tokens=12, **ids)
     return model
 
-# %% ../nbs/08_toyworld.ipynb #3e68bb52
+# %% ../nbs/08_toyworld.ipynb #fc9852cc
 def encode_sft(tok:PreTrainedTokenizerFast, # tokenizer with a chat template
                rows:list, # rows with `prompt` (messages) and `answer`
               ) -> list: # (input_ids, number of prompt tokens) per row
@@ -222,7 +223,7 @@ def sft_batch(encoded:list, # (input_ids, prompt length) pairs from `encode_sft`
         ids[i, :len(f)] = torch.tensor(f); mask[i, :len(f)] = 1; labels[i, n:len(f)] = torch.tensor(f[n:])
     return dict(input_ids=ids, attention_mask=mask, labels=labels)
 
-# %% ../nbs/08_toyworld.ipynb #6482e718
+# %% ../nbs/08_toyworld.ipynb #803f81aa
 def train_lm(model, # a causal LM (trained in place)
              tok:PreTrainedTokenizerFast, # its tokenizer
              skill_mix, # skills to train on (see `make_prompts`)
@@ -251,7 +252,7 @@ def train_lm(model, # a causal LM (trained in place)
     model.eval()
     return losses
 
-# %% ../nbs/08_toyworld.ipynb #2d137245
+# %% ../nbs/08_toyworld.ipynb #a0b50c1c
 @torch.no_grad()
 def greedy_answers(model, # a causal LM
                    tok:PreTrainedTokenizerFast, # its tokenizer (left padding, chat template)
@@ -284,7 +285,7 @@ def skill_accuracy(model, # a causal LM
         res[key] = dict(acc=sum(x == 1.0 for x in rw) / len(rw), reward=sum(rw) / len(rw), n=len(rw))
     return res
 
-# %% ../nbs/08_toyworld.ipynb #96e6f863
+# %% ../nbs/08_toyworld.ipynb #244d83e5
 VERSION = "toyworld-v1"
 
 _MODELS = {  # name -> role, family, tokenizer, chat style, strong skill, training mix
@@ -298,11 +299,11 @@ _MODELS = {  # name -> role, family, tokenizer, chat style, strong skill, traini
                              mix={"add": 0.3, "reverse": 0.3, "sort": 0.3, "max": 0.1}),
 }
 _SIZES = {  # name -> model and training sizes
-    "ci": {"src_llama_add":    dict(d=128, layers=4, heads=4, steps=500, batch_size=48, lr=4e-3),
-           "src_gpt2_reverse": dict(d=96, layers=2, heads=4, steps=200, batch_size=32, lr=3e-3),
+    "ci": {"src_llama_add":    dict(d=128, layers=4, heads=4, steps=500, batch_size=32, lr=1.5e-3),
+           "src_gpt2_reverse": dict(d=96, layers=2, heads=4, steps=300, batch_size=32, lr=3e-3),
            "src_qwen2_sort":   dict(d=96, layers=2, heads=4, steps=250, batch_size=32, lr=3e-3),
            "target_mistral":   dict(d=64, layers=2, heads=4, steps=150, batch_size=32, lr=2e-3)},
-    "demo": {"src_llama_add":    dict(d=128, layers=4, heads=4, steps=1400, batch_size=64, lr=3e-3),
+    "demo": {"src_llama_add":    dict(d=128, layers=4, heads=4, steps=1200, batch_size=32, lr=1.5e-3),
              "src_gpt2_reverse": dict(d=128, layers=2, heads=4, steps=500, batch_size=32, lr=3e-3),
              "src_qwen2_sort":   dict(d=128, layers=3, heads=4, steps=600, batch_size=32, lr=3e-3),
              "target_mistral":   dict(d=96, layers=2, heads=4, steps=300, batch_size=32, lr=2e-3)},
@@ -324,7 +325,7 @@ WORLD = dict(skills=list(SKILLS), models={k: dict(v) for k, v in _MODELS.items()
              sources=[k for k, v in _MODELS.items() if v["role"] == "source"],
              target=[k for k, v in _MODELS.items() if v["role"] == "target"][0])
 
-# %% ../nbs/08_toyworld.ipynb #8d0f69e8
+# %% ../nbs/08_toyworld.ipynb #83bf275d
 def default_cache_dir() -> Path:
     "`$WRPO_CACHE`, else `~/.cache/wrpo/toyworld`."
     return Path(os.environ.get("WRPO_CACHE") or Path.home() / ".cache" / "wrpo" / "toyworld")
@@ -364,7 +365,10 @@ def build_zoo(size:str="ci", # "ci" or "demo"
         meta = dict(name=name, spec=m, version=VERSION, size=size, seed=seed, train_s=round(train_s, 2),
                     final_loss=sum(losses[-20:]) / len(losses[-20:]), accuracy=acc)
         tmp = root / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        model.save_pretrained(tmp); tok.save_pretrained(tmp)
+        bar = hf_logging.is_progress_bar_enabled(); hf_logging.disable_progress_bar()
+        try: model.save_pretrained(tmp); tok.save_pretrained(tmp)
+        finally:
+            if bar: hf_logging.enable_progress_bar()
         (tmp / "toyworld.json").write_text(json.dumps(meta, indent=1))
         try: os.rename(tmp, path)
         except OSError:  # someone else finished it first (or a stale incomplete dir): keep a complete one

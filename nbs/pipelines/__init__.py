@@ -1,0 +1,1 @@
+"Papermill-parameterised pipeline notebooks shipped with wrpo (not exported by nbdev)."
