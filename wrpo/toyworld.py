@@ -7,11 +7,11 @@ Docs: https://wrpo-dev.github.io/wrpo/toyworld.html.md"""
 # %% auto #0
 __all__ = ['SKILLS', 'LETTERS', 'DIGITS', 'CHAT_STYLES', 'ARCHS', 'VERSION', 'WORLD', 'sample_task', 'solve', 'make_prompts',
            'edit_distance', 'verify', 'VerifierReward', 'chat_template', 'make_tokenizer', 'make_model', 'encode_sft',
-           'sft_batch', 'train_lm', 'greedy_answers', 'skill_accuracy', 'world_spec', 'default_cache_dir', 'load_model',
-           'eval_rows', 'build_zoo', 'zoo_report']
+           'sft_batch', 'train_lm', 'greedy_answers', 'skill_accuracy', 'world_spec', 'default_cache_dir', 'zoo_dir',
+           'load_model', 'eval_rows', 'build_zoo', 'zoo_report']
 
-# %% ../nbs/08_toyworld.ipynb #252f46fa
-import json, math, os, random, re, shutil, time, uuid
+# %% ../nbs/08_toyworld.ipynb #73876e14
+import hashlib, json, math, os, random, re, shutil, time, uuid
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
                           MistralConfig, PreTrainedTokenizerFast, Qwen2Config)
 from transformers.utils import logging as hf_logging
 
-# %% ../nbs/08_toyworld.ipynb #e0a7869d
+# %% ../nbs/08_toyworld.ipynb #09a89d34
 SKILLS = ("add", "reverse", "sort", "max")
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 DIGITS = "0123456789"
@@ -38,7 +38,7 @@ def sample_task(skill:str, # one of `SKILLS`
     else: raise ValueError(f"unknown skill {skill!r}; known skills: {', '.join(SKILLS)}")
     return text, solve(text)[1]
 
-# %% ../nbs/08_toyworld.ipynb #d71f7a26
+# %% ../nbs/08_toyworld.ipynb #17396889
 _TASK_RE = {"add": re.compile(r"add (\d+)\+(\d+)"), "reverse": re.compile(r"reverse ([a-z]+)"),
             "sort": re.compile(r"sort (\d+)"), "max": re.compile(r"max (\d+)")}
 
@@ -59,7 +59,7 @@ def solve(text:str, # an instruction such as "add 34+58", or a chat prompt (list
         return skill, max(m[1])
     raise ValueError(f"not a toy-world task: {text!r} (expected e.g. 'add 34+58', 'reverse abc', 'sort 5291', 'max 5291')")
 
-# %% ../nbs/08_toyworld.ipynb #89c9f2e8
+# %% ../nbs/08_toyworld.ipynb #419fb2f0
 def _mix(skill_mix) -> dict:
     "Normalise a skill mix to a dict of positive weights."
     if isinstance(skill_mix, str): skill_mix = {skill_mix: 1.0}
@@ -85,7 +85,7 @@ def make_prompts(skill_mix="all", # a skill, a list of skills, a dict skill -> w
         rows.append(dict(prompt=[{"role": "user", "content": text}], skill=skill, answer=answer))
     return rows
 
-# %% ../nbs/08_toyworld.ipynb #61a243bb
+# %% ../nbs/08_toyworld.ipynb #04ed9905
 def edit_distance(a:str, b:str) -> int:
     "Levenshtein distance between two strings."
     prev = list(range(len(b) + 1))
@@ -112,7 +112,7 @@ def verify(prompt, # a row from `make_prompts`, a chat prompt (list of messages)
     if not r: return 0.0
     return max(0.0, 1.0 - edit_distance(r, answer) / max(len(r), len(answer)))
 
-# %% ../nbs/08_toyworld.ipynb #8a03c63f
+# %% ../nbs/08_toyworld.ipynb #c5b38b2f
 class VerifierReward:
     "Reward scorer for toy-world prompts: `VerifierReward()(prompts, responses) -> list[float]`."
     name = "toyworld-verifier"
@@ -124,7 +124,7 @@ class VerifierReward:
             raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
         return [verify(p, r) for p, r in zip(prompts, responses)]
 
-# %% ../nbs/08_toyworld.ipynb #e1fb5b83
+# %% ../nbs/08_toyworld.ipynb #eb9012f3
 CHAT_STYLES = {
     "tags": dict(bos="<|bos|>", eos="<|end|>", pad="<|pad|>", unk="<|unk|>", user="<|user|>", assistant="<|assistant|>"),
     "inst": dict(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>", user="[INST]", assistant="[/INST]"),
@@ -144,7 +144,7 @@ def chat_template(style:str="tags") -> str:
             "{% elif m['role'] == 'assistant' %}{{ m['content'] }}{{ eos_token }}"
             "{% endif %}{% endfor %}")
 
-# %% ../nbs/08_toyworld.ipynb #dba977be
+# %% ../nbs/08_toyworld.ipynb #e8650f65
 def _corpus(n:int=4000, seed:int=1234) -> list:
     "Toy-world text to train a tokenizer on: instructions and answers of all skills."
     out = []
@@ -172,7 +172,7 @@ def make_tokenizer(kind:str="char", # "char", or "bpe-<vocab size>" such as "bpe
                                    padding_side="left", chat_template=chat_template(style),
                                    model_max_length=128, clean_up_tokenization_spaces=False)
 
-# %% ../nbs/08_toyworld.ipynb #9e8ec4fa
+# %% ../nbs/08_toyworld.ipynb #7c0da9c5
 ARCHS = ("llama", "gpt2", "qwen2", "mistral")
 
 def make_model(arch:str, # one of `ARCHS`
@@ -202,7 +202,7 @@ def make_model(arch:str, # one of `ARCHS`
     model.generation_config = GenerationConfig(do_sample=False, max_new_tokens=12, **ids)
     return model
 
-# %% ../nbs/08_toyworld.ipynb #fc9852cc
+# %% ../nbs/08_toyworld.ipynb #0b81c0c5
 def encode_sft(tok:PreTrainedTokenizerFast, # tokenizer with a chat template
                rows:list, # rows with `prompt` (messages) and `answer`
               ) -> list: # (input_ids, number of prompt tokens) per row
@@ -223,7 +223,7 @@ def sft_batch(encoded:list, # (input_ids, prompt length) pairs from `encode_sft`
         ids[i, :len(f)] = torch.tensor(f); mask[i, :len(f)] = 1; labels[i, n:len(f)] = torch.tensor(f[n:])
     return dict(input_ids=ids, attention_mask=mask, labels=labels)
 
-# %% ../nbs/08_toyworld.ipynb #803f81aa
+# %% ../nbs/08_toyworld.ipynb #3c1de351
 def train_lm(model, # a causal LM (trained in place)
              tok:PreTrainedTokenizerFast, # its tokenizer
              skill_mix, # skills to train on (see `make_prompts`)
@@ -252,7 +252,7 @@ def train_lm(model, # a causal LM (trained in place)
     model.eval()
     return losses
 
-# %% ../nbs/08_toyworld.ipynb #a0b50c1c
+# %% ../nbs/08_toyworld.ipynb #1420662c
 @torch.no_grad()
 def greedy_answers(model, # a causal LM
                    tok:PreTrainedTokenizerFast, # its tokenizer (left padding, chat template)
@@ -285,7 +285,7 @@ def skill_accuracy(model, # a causal LM
         res[key] = dict(acc=sum(x == 1.0 for x in rw) / len(rw), reward=sum(rw) / len(rw), n=len(rw))
     return res
 
-# %% ../nbs/08_toyworld.ipynb #244d83e5
+# %% ../nbs/08_toyworld.ipynb #b25d5948
 VERSION = "toyworld-v1"
 
 _MODELS = {  # name -> role, family, tokenizer, chat style, strong skill, training mix
@@ -296,20 +296,24 @@ _MODELS = {  # name -> role, family, tokenizer, chat style, strong skill, traini
     "src_qwen2_sort":   dict(role="source", arch="qwen2", tokenizer="bpe-150", style="tags", strong="sort",
                              mix={"add": 0.05, "reverse": 0.05, "sort": 0.8, "max": 0.1}),
     "target_mistral":   dict(role="target", arch="mistral", tokenizer="bpe-100", style="inst", strong=None,
-                             mix={"add": 0.3, "reverse": 0.3, "sort": 0.3, "max": 0.1}),
+                             mix={"add": 0.3, "reverse": 0.4, "sort": 0.2, "max": 0.1}),
 }
-_SIZES = {  # name -> model and training sizes
-    "ci": {"src_llama_add":    dict(d=128, layers=4, heads=4, steps=500, batch_size=32, lr=1.5e-3),
-           "src_gpt2_reverse": dict(d=96, layers=2, heads=4, steps=300, batch_size=32, lr=3e-3),
+_SIZES = {  # name -> model and training sizes ("smoke" only exercises the plumbing: its models learn nothing)
+    "smoke": {"src_llama_add":    dict(d=32, layers=1, heads=2, steps=10, batch_size=8, lr=3e-3),
+              "src_gpt2_reverse": dict(d=32, layers=1, heads=2, steps=10, batch_size=8, lr=3e-3),
+              "src_qwen2_sort":   dict(d=32, layers=1, heads=2, steps=10, batch_size=8, lr=3e-3),
+              "target_mistral":   dict(d=32, layers=1, heads=2, steps=10, batch_size=8, lr=3e-3)},
+    "ci": {"src_llama_add":    dict(d=128, layers=4, heads=4, steps=600, batch_size=32, lr=2e-3),
+           "src_gpt2_reverse": dict(d=96, layers=2, heads=4, steps=500, batch_size=32, lr=3e-3),
            "src_qwen2_sort":   dict(d=96, layers=2, heads=4, steps=250, batch_size=32, lr=3e-3),
-           "target_mistral":   dict(d=64, layers=2, heads=4, steps=150, batch_size=32, lr=2e-3)},
+           "target_mistral":   dict(d=64, layers=2, heads=4, steps=400, batch_size=32, lr=2e-3)},
     "demo": {"src_llama_add":    dict(d=128, layers=4, heads=4, steps=1200, batch_size=32, lr=1.5e-3),
-             "src_gpt2_reverse": dict(d=128, layers=2, heads=4, steps=500, batch_size=32, lr=3e-3),
+             "src_gpt2_reverse": dict(d=128, layers=2, heads=4, steps=800, batch_size=32, lr=3e-3),
              "src_qwen2_sort":   dict(d=128, layers=3, heads=4, steps=600, batch_size=32, lr=3e-3),
-             "target_mistral":   dict(d=96, layers=2, heads=4, steps=300, batch_size=32, lr=2e-3)},
+             "target_mistral":   dict(d=64, layers=2, heads=4, steps=600, batch_size=32, lr=2e-3)},
 }
 
-def world_spec(size:str="ci", # "ci" or "demo"
+def world_spec(size:str="ci", # "ci" or "demo" ("smoke": untrained-quality models for plumbing tests)
               ) -> dict: # skills, version, and per model: role, family, tokenizer, chat style, strong skill, sizes, params
     "Description of the toy world at a size: which model is strong on which skill, families, tokenizers, sizes."
     if size not in _SIZES: raise ValueError(f"unknown zoo size {size!r}; known: {', '.join(_SIZES)}")
@@ -325,16 +329,28 @@ WORLD = dict(skills=list(SKILLS), models={k: dict(v) for k, v in _MODELS.items()
              sources=[k for k, v in _MODELS.items() if v["role"] == "source"],
              target=[k for k, v in _MODELS.items() if v["role"] == "target"][0])
 
-# %% ../nbs/08_toyworld.ipynb #83bf275d
+# %% ../nbs/08_toyworld.ipynb #0f9331b8
 def default_cache_dir() -> Path:
     "`$WRPO_CACHE`, else `~/.cache/wrpo/toyworld`."
     return Path(os.environ.get("WRPO_CACHE") or Path.home() / ".cache" / "wrpo" / "toyworld")
 
+def zoo_dir(size:str="ci", # zoo size
+            cache_dir=None, # cache root; default `default_cache_dir()`
+            seed:int=0, # zoo seed
+           ) -> Path:
+    "Cache directory of a zoo: version, size, seed and a hash of the size's specification."
+    spec = json.dumps(world_spec(size)["models"], sort_keys=True)
+    key = hashlib.sha1(spec.encode()).hexdigest()[:8]
+    return Path(cache_dir or default_cache_dir()) / f"{VERSION}-{size}-seed{seed}-{key}"
+
 def load_model(path, # a model directory written by `build_zoo`
               ) -> tuple: # (model in eval mode, tokenizer)
     "Load a zoo model and its tokenizer from disk."
-    model = AutoModelForCausalLM.from_pretrained(path)
-    return model.eval(), AutoTokenizer.from_pretrained(path)
+    bar = hf_logging.is_progress_bar_enabled(); hf_logging.disable_progress_bar()
+    try: model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    finally:
+        if bar: hf_logging.enable_progress_bar()
+    return model.eval(), tok
 
 def eval_rows(n_per_skill:int=100, seed:int=10_000) -> list:
     "Held-out evaluation rows: `n_per_skill` of each skill (a seed the training streams never use)."
@@ -348,11 +364,13 @@ def build_zoo(size:str="ci", # "ci" or "demo"
              ) -> dict: # model name -> directory
     "Train the missing models of the toy world at `size` and return the cached model directories."
     spec = world_spec(size)
-    root = Path(cache_dir or default_cache_dir()) / f"{VERSION}-{size}-seed{seed}"
+    root = zoo_dir(size, cache_dir, seed)
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".*.tmp-*"):  # left behind by a killed build
+        if time.time() - stale.stat().st_mtime > 3600: shutil.rmtree(stale, ignore_errors=True)
     paths = {}
     for name, m in spec["models"].items():
-        path = root / name; paths[name] = path
+        path = root / name; paths[name] = str(path)
         if (path / "toyworld.json").exists(): continue
         t0 = time.time()
         if progress: print(f"training {name} ({m['arch']}, {m['tokenizer']}, {m['params']:,} params, {m['steps']} steps)")
