@@ -10,7 +10,7 @@ __all__ = ['SKILLS', 'LETTERS', 'DIGITS', 'CHAT_STYLES', 'ARCHS', 'VERSION', 'WO
            'sft_batch', 'train_lm', 'greedy_answers', 'skill_accuracy', 'world_spec', 'default_cache_dir', 'zoo_dir',
            'load_model', 'eval_rows', 'build_zoo', 'zoo_report']
 
-# %% ../nbs/08_toyworld.ipynb #73876e14
+# %% ../nbs/08_toyworld.ipynb #4c464236
 import hashlib, json, math, os, random, re, shutil, time, uuid
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
                           MistralConfig, PreTrainedTokenizerFast, Qwen2Config)
 from transformers.utils import logging as hf_logging
 
-# %% ../nbs/08_toyworld.ipynb #09a89d34
+# %% ../nbs/08_toyworld.ipynb #11f193ac
 SKILLS = ("add", "reverse", "sort", "max")
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 DIGITS = "0123456789"
@@ -38,7 +38,7 @@ def sample_task(skill:str, # one of `SKILLS`
     else: raise ValueError(f"unknown skill {skill!r}; known skills: {', '.join(SKILLS)}")
     return text, solve(text)[1]
 
-# %% ../nbs/08_toyworld.ipynb #17396889
+# %% ../nbs/08_toyworld.ipynb #da45bd6e
 _TASK_RE = {"add": re.compile(r"add (\d+)\+(\d+)"), "reverse": re.compile(r"reverse ([a-z]+)"),
             "sort": re.compile(r"sort (\d+)"), "max": re.compile(r"max (\d+)")}
 
@@ -59,7 +59,7 @@ def solve(text:str, # an instruction such as "add 34+58", or a chat prompt (list
         return skill, max(m[1])
     raise ValueError(f"not a toy-world task: {text!r} (expected e.g. 'add 34+58', 'reverse abc', 'sort 5291', 'max 5291')")
 
-# %% ../nbs/08_toyworld.ipynb #419fb2f0
+# %% ../nbs/08_toyworld.ipynb #0d90437d
 def _mix(skill_mix) -> dict:
     "Normalise a skill mix to a dict of positive weights."
     if isinstance(skill_mix, str): skill_mix = {skill_mix: 1.0}
@@ -85,7 +85,7 @@ def make_prompts(skill_mix="all", # a skill, a list of skills, a dict skill -> w
         rows.append(dict(prompt=[{"role": "user", "content": text}], skill=skill, answer=answer))
     return rows
 
-# %% ../nbs/08_toyworld.ipynb #04ed9905
+# %% ../nbs/08_toyworld.ipynb #1e066019
 def edit_distance(a:str, b:str) -> int:
     "Levenshtein distance between two strings."
     prev = list(range(len(b) + 1))
@@ -112,7 +112,7 @@ def verify(prompt, # a row from `make_prompts`, a chat prompt (list of messages)
     if not r: return 0.0
     return max(0.0, 1.0 - edit_distance(r, answer) / max(len(r), len(answer)))
 
-# %% ../nbs/08_toyworld.ipynb #c5b38b2f
+# %% ../nbs/08_toyworld.ipynb #8f56e853
 class VerifierReward:
     "Reward scorer for toy-world prompts: `VerifierReward()(prompts, responses) -> list[float]`."
     name = "toyworld-verifier"
@@ -124,7 +124,7 @@ class VerifierReward:
             raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
         return [verify(p, r) for p, r in zip(prompts, responses)]
 
-# %% ../nbs/08_toyworld.ipynb #eb9012f3
+# %% ../nbs/08_toyworld.ipynb #e8339cbc
 CHAT_STYLES = {
     "tags": dict(bos="<|bos|>", eos="<|end|>", pad="<|pad|>", unk="<|unk|>", user="<|user|>", assistant="<|assistant|>"),
     "inst": dict(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>", user="[INST]", assistant="[/INST]"),
@@ -144,7 +144,7 @@ def chat_template(style:str="tags") -> str:
             "{% elif m['role'] == 'assistant' %}{{ m['content'] }}{{ eos_token }}"
             "{% endif %}{% endfor %}")
 
-# %% ../nbs/08_toyworld.ipynb #e8650f65
+# %% ../nbs/08_toyworld.ipynb #64043d36
 def _corpus(n:int=4000, seed:int=1234) -> list:
     "Toy-world text to train a tokenizer on: instructions and answers of all skills."
     out = []
@@ -172,7 +172,7 @@ def make_tokenizer(kind:str="char", # "char", or "bpe-<vocab size>" such as "bpe
                                    padding_side="left", chat_template=chat_template(style),
                                    model_max_length=128, clean_up_tokenization_spaces=False)
 
-# %% ../nbs/08_toyworld.ipynb #7c0da9c5
+# %% ../nbs/08_toyworld.ipynb #7d669313
 ARCHS = ("llama", "gpt2", "qwen2", "mistral")
 
 def make_model(arch:str, # one of `ARCHS`
@@ -202,7 +202,7 @@ def make_model(arch:str, # one of `ARCHS`
     model.generation_config = GenerationConfig(do_sample=False, max_new_tokens=12, **ids)
     return model
 
-# %% ../nbs/08_toyworld.ipynb #0b81c0c5
+# %% ../nbs/08_toyworld.ipynb #5934878a
 def encode_sft(tok:PreTrainedTokenizerFast, # tokenizer with a chat template
                rows:list, # rows with `prompt` (messages) and `answer`
               ) -> list: # (input_ids, number of prompt tokens) per row
@@ -223,7 +223,7 @@ def sft_batch(encoded:list, # (input_ids, prompt length) pairs from `encode_sft`
         ids[i, :len(f)] = torch.tensor(f); mask[i, :len(f)] = 1; labels[i, n:len(f)] = torch.tensor(f[n:])
     return dict(input_ids=ids, attention_mask=mask, labels=labels)
 
-# %% ../nbs/08_toyworld.ipynb #3c1de351
+# %% ../nbs/08_toyworld.ipynb #f7c9821b
 def train_lm(model, # a causal LM (trained in place)
              tok:PreTrainedTokenizerFast, # its tokenizer
              skill_mix, # skills to train on (see `make_prompts`)
@@ -252,7 +252,7 @@ def train_lm(model, # a causal LM (trained in place)
     model.eval()
     return losses
 
-# %% ../nbs/08_toyworld.ipynb #1420662c
+# %% ../nbs/08_toyworld.ipynb #030a5677
 @torch.no_grad()
 def greedy_answers(model, # a causal LM
                    tok:PreTrainedTokenizerFast, # its tokenizer (left padding, chat template)
@@ -285,7 +285,7 @@ def skill_accuracy(model, # a causal LM
         res[key] = dict(acc=sum(x == 1.0 for x in rw) / len(rw), reward=sum(rw) / len(rw), n=len(rw))
     return res
 
-# %% ../nbs/08_toyworld.ipynb #b25d5948
+# %% ../nbs/08_toyworld.ipynb #1eabff91
 VERSION = "toyworld-v1"
 
 _MODELS = {  # name -> role, family, tokenizer, chat style, strong skill, training mix
@@ -303,12 +303,12 @@ _SIZES = {  # name -> model and training sizes ("smoke" only exercises the plumb
               "src_gpt2_reverse": dict(d=32, layers=1, heads=2, steps=10, batch_size=8, lr=3e-3),
               "src_qwen2_sort":   dict(d=32, layers=1, heads=2, steps=10, batch_size=8, lr=3e-3),
               "target_mistral":   dict(d=32, layers=1, heads=2, steps=10, batch_size=8, lr=3e-3)},
-    "ci": {"src_llama_add":    dict(d=128, layers=4, heads=4, steps=600, batch_size=32, lr=2e-3),
+    "ci": {"src_llama_add":    dict(d=128, layers=4, heads=4, steps=900, batch_size=32, lr=1.5e-3),
            "src_gpt2_reverse": dict(d=96, layers=2, heads=4, steps=500, batch_size=32, lr=3e-3),
            "src_qwen2_sort":   dict(d=96, layers=2, heads=4, steps=250, batch_size=32, lr=3e-3),
            "target_mistral":   dict(d=64, layers=2, heads=4, steps=400, batch_size=32, lr=2e-3)},
-    "demo": {"src_llama_add":    dict(d=128, layers=4, heads=4, steps=1200, batch_size=32, lr=1.5e-3),
-             "src_gpt2_reverse": dict(d=128, layers=2, heads=4, steps=800, batch_size=32, lr=3e-3),
+    "demo": {"src_llama_add":    dict(d=128, layers=4, heads=4, steps=1500, batch_size=32, lr=1.5e-3),
+             "src_gpt2_reverse": dict(d=128, layers=4, heads=4, steps=800, batch_size=32, lr=2e-3),
              "src_qwen2_sort":   dict(d=128, layers=3, heads=4, steps=600, batch_size=32, lr=3e-3),
              "target_mistral":   dict(d=64, layers=2, heads=4, steps=600, batch_size=32, lr=2e-3)},
 }
@@ -329,7 +329,7 @@ WORLD = dict(skills=list(SKILLS), models={k: dict(v) for k, v in _MODELS.items()
              sources=[k for k, v in _MODELS.items() if v["role"] == "source"],
              target=[k for k, v in _MODELS.items() if v["role"] == "target"][0])
 
-# %% ../nbs/08_toyworld.ipynb #0f9331b8
+# %% ../nbs/08_toyworld.ipynb #d78f33b7
 def default_cache_dir() -> Path:
     "`$WRPO_CACHE`, else `~/.cache/wrpo/toyworld`."
     return Path(os.environ.get("WRPO_CACHE") or Path.home() / ".cache" / "wrpo" / "toyworld")
