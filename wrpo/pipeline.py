@@ -6,7 +6,7 @@ Docs: https://wrpo-dev.github.io/wrpo/pipeline.html.md"""
 
 # %% ../nbs/10_pipeline.ipynb #cf7a6068
 from __future__ import annotations
-import copy, json, os, re, shutil, time, uuid
+import copy, json, os, re, shutil, tempfile, time, uuid
 from pathlib import Path
 import torch
 from datasets import Dataset, load_from_disk
