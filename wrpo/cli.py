@@ -103,3 +103,6 @@ def main(argv=None)->int:
     except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
         print(f"wrpo: error: {e}", file=sys.stderr); return 2
     return 0
+
+# %% ../nbs/11_cli.ipynb #67f46c5b
+if __name__ == "__main__": sys.exit(main())   # python -m wrpo.cli (what `accelerate launch -m wrpo.cli` runs)

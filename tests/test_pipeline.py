@@ -1,0 +1,97 @@
+"""The offline miniature end to end through the real `wrpo` command and papermill (no mocks), at `ci` size."""
+import json, os, subprocess, sys, zipfile
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WRPO = [sys.executable, "-m", "wrpo.cli"]
+ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("cwd")            # not the checkout: shipped configs and notebooks are found as package data
+    out = work / "run"
+    r = subprocess.run(WRPO + ["demo", "--size", "ci", "--out", str(out), "--quiet"], cwd=work, env=ENV,
+                       capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    return out
+
+def test_artefacts(ci_run):
+    for f in ["results.json", "results.md", "config.yaml", "zoo.json", "notebooks/fuse.ipynb", "build/quadruples",
+              "build/sft", "models/target_sft", "data/train", "data/heldout", "eval/internal.json"]:
+        assert (ci_run / f).exists(), f
+    for fig in ["source_contribution", "logp_shift", "reward_margins"]:
+        for ext in ("png", "pdf"): assert (ci_run / "figures" / f"{fig}.{ext}").stat().st_size > 1000, (fig, ext)
+    nb = json.loads((ci_run / "notebooks" / "fuse.ipynb").read_text())
+    assert any("pipeline finished" in "".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
+
+def test_results_rows_and_ranges(ci_run):
+    res = json.loads((ci_run / "results.json").read_text())
+    variants = ["dpo", "hybrid_dpo", "wrpo", "wrpo_static"]
+    sources = ["src_llama_add", "src_gpt2_reverse", "src_qwen2_sort"]
+    assert set(res["models"]) == set(sources + ["target", "target_sft"] + variants)
+    for name, m in res["models"].items():
+        assert 0 <= m["overall"]["accuracy"] <= 1 and 0 <= m["overall"]["reward"] <= 1, name
+        assert set(m["groups"]) == {"add", "reverse", "sort", "max"}, name
+        for g in m["groups"].values(): assert 0 <= g["accuracy"] <= 1 and 0 <= g["reward"] <= 1
+    assert set(res["internal"]) == set(variants)
+    for v in variants:
+        for k in ("hybrid_accuracy", "onpolicy_accuracy", "weighted_accuracy"): assert 0 <= res["internal"][v][k] <= 1
+    assert res["variants"]["wrpo"]["alpha_schedule"] == "dynamic" and res["variants"]["dpo"]["alpha"] == 0.0
+    md = (ci_run / "results.md").read_text()
+    for name in res["models"]: assert f"| {name} |" in md
+
+def test_the_world_is_built_right(ci_run):
+    "Each source beats the target on its own skill (else fusion has nothing to transfer)."
+    m = json.loads((ci_run / "results.json").read_text())["models"]
+    for src, skill in [("src_llama_add", "add"), ("src_gpt2_reverse", "reverse"), ("src_qwen2_sort", "sort")]:
+        assert m[src]["groups"][skill]["accuracy"] > m["target"]["groups"][skill]["accuracy"] + 0.2, (src, skill)
+
+def test_quadruples_valid_and_provenance(ci_run):
+    from datasets import load_from_disk
+    from wrpo.data import load_quadruples
+    q = load_quadruples(str(ci_run / "build" / "quadruples"))
+    stats = json.loads((ci_run / "build" / "stats.json").read_text())
+    assert len(q) == stats["rows"] > 0
+    assert sum(v["count"] for v in stats["contribution"].values()) == len(q)
+    assert all(s > t for s, t in zip(q["score_target_chosen"], q["score_rejected"]))   # ties dropped by policy
+    n_train, n_held = len(load_from_disk(str(ci_run / "data" / "train"))), len(load_from_disk(str(ci_run / "data" / "heldout")))
+    assert n_train + n_held == len(q)
+
+def test_training_logs_have_the_schedule(ci_run):
+    log = [h for h in json.loads((ci_run / "logs" / "wrpo.json").read_text()) if "loss" in h]
+    alphas = [h["alpha"] for h in log]
+    assert alphas[0] == 0.0 and alphas == sorted(alphas) and abs(alphas[-1] - 0.5) < 0.1
+    assert all("margins/hybrid" in h and "margins/onpolicy" in h for h in log)
+
+def test_rerun_resumes_without_redoing(ci_run):
+    "A second run on the finished directory redoes nothing and gives the same results."
+    before = json.loads((ci_run / "results.json").read_text())
+    r = subprocess.run(WRPO + ["run", "ci", "--out", str(ci_run), "--quiet", "--no-figures"], env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = json.loads((ci_run / "results.json").read_text())
+    assert after["models"] == before["models"]
+    drop = lambda t: {k: v for k, v in t.items() if k != "world"}     # the (cached) zoo is loaded again; nothing else runs
+    assert drop(after["timings"]) == drop(before["timings"])
+
+def test_failing_cell_gives_nonzero_exit_and_points_at_notebook(tmp_path):
+    r = subprocess.run(WRPO + ["run", "ci", "--out", str(tmp_path / "bad"), "--quiet", "-o", "pipeline.prompts.source=nowhere"],
+                       env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1
+    assert "fuse.ipynb failed in cell" in r.stderr and str(tmp_path / "bad" / "notebooks" / "fuse.ipynb") in r.stderr
+    assert (tmp_path / "bad" / "notebooks" / "fuse.ipynb").exists()
+
+def test_validate_paper_config():
+    r = subprocess.run(WRPO + ["validate", "paper"], env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert len(out["samplers"]) == 11 and out["reward"] == "armorm" and "deepspeed_zero3" in out["launcher"]["accelerate_config"]
+
+def test_wheel_ships_pipelines_and_configs(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob("wrpo-*.whl"))).namelist()
+    for f in ["wrpo/pipelines/fuse.ipynb", "wrpo/pipelines/fig_alpha_sweep.ipynb", "wrpo/configs/demo.yaml", "wrpo/configs/paper.yaml",
+              "wrpo/configs/accelerate/deepspeed_zero3.yaml", "wrpo/trainer.py", "wrpo/losses.py"]:
+        assert f in names, f
