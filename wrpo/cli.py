@@ -105,4 +105,4 @@ def main(argv=None)->int:
     return 0
 
 # %% ../nbs/11_cli.ipynb #67f46c5b
-if __name__ == "__main__": sys.exit(main())   # python -m wrpo.cli (what `accelerate launch -m wrpo.cli` runs)
+if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())   # `python -m wrpo.cli` (not in a notebook)
