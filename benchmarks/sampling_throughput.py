@@ -13,7 +13,8 @@ import argparse, json, tempfile, time
 import torch
 
 from wrpo.config import ModelSpec
-from wrpo.sampling import TransformersSampler, tiny_causal_lm, tiny_tokenizer
+from wrpo.sampling import TransformersSampler
+from wrpo.testing import tiny_causal_lm, tiny_tokenizer
 
 
 def run(sampler, prompts, n, seed=0):

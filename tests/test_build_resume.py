@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from wrpo.build import build_main
-from wrpo.sampling import tiny_causal_lm, tiny_tokenizer
+from wrpo.testing import tiny_causal_lm, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 VERIFIER = textwrap.dedent('''

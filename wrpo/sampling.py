@@ -16,8 +16,8 @@ from .config import ModelSpec, _from_dict
 logger = logging.getLogger("wrpo.sampling")
 
 # %% auto #0
-__all__ = ['logger', 'to_messages', 'prompt_text', 'derive_seed', 'Sampler', 'tiny_tokenizer', 'tiny_causal_lm',
-           'TransformersSampler', 'VLLMSampler', 'OpenAISampler', 'load_sampler']
+__all__ = ['logger', 'to_messages', 'prompt_text', 'derive_seed', 'Sampler', 'TransformersSampler', 'VLLMSampler',
+           'OpenAISampler', 'load_sampler']
 
 # %% ../nbs/03_sampling.ipynb #fe056106
 def to_messages(prompt) -> list[dict]:
@@ -49,51 +49,6 @@ class Sampler:
     def __exit__(self, *exc): self.close()
     @property
     def tokens_per_s(self) -> float: return self.stats["completion_tokens"] / max(self.stats["seconds"], 1e-9)
-
-# %% ../nbs/03_sampling.ipynb #c38fdc5e
-_CORPUS = ("the quick brown fox jumps over the lazy dog . sort these numbers : 3 1 2 . reverse the word hello . "
-           "what is 12 plus 30 ? the answer is 42 . please count the letters in banana . yes no maybe").split(" . ")
-
-def tiny_tokenizer(kind: str = "char"):
-    "A small offline `PreTrainedTokenizerFast` with a chat template: 'char' (character level) or 'bpe' (byte-level BPE)"
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    if kind == "char":
-        sp = ["<pad>", "<bos>", "<eos>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>"]
-        vocab = {t: i for i, t in enumerate(sp + [chr(c) for c in range(32, 127)] + ["\n"])}
-        tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-        tk.decoder = decoders.Fuse()
-        tmpl = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
-                "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-        names = dict(pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>")
-    elif kind == "bpe":
-        sp = ["[PAD]", "<s>", "</s>", "[USER]", "[ASSISTANT]", "[SYSTEM]"]
-        tk = Tokenizer(models.BPE())
-        tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                     pre_tokenizers.ByteLevel(add_prefix_space=False)])
-        tk.decoder = decoders.ByteLevel()
-        tk.train_from_iterator(_CORPUS * 4, trainers.BpeTrainer(
-            vocab_size=320, special_tokens=sp, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-        tmpl = ("<s>{% for m in messages %}[{{ m['role'] | upper }}]{{ m['content'] }}</s>{% endfor %}"
-                "{% if add_generation_prompt %}[ASSISTANT]{% endif %}")
-        names = dict(pad_token="[PAD]", bos_token="<s>", eos_token="</s>")
-    else: raise ValueError(f"tiny_tokenizer: kind must be 'char' or 'bpe', got {kind!r}")
-    tk.add_special_tokens(sp)
-    return PreTrainedTokenizerFast(tokenizer_object=tk, padding_side="left", chat_template=tmpl, **names)
-
-def tiny_causal_lm(arch: str, tokenizer, seed: int = 0, d: int = 32, layers: int = 2, path=None):
-    "A randomly initialised tiny 'gpt2' or 'llama' causal LM for `tokenizer`; saved with the tokenizer to `path` if given"
-    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(seed)
-    if arch == "gpt2": m = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=d, n_layer=layers, n_head=2, **ids))
-    elif arch == "llama":
-        m = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=d, intermediate_size=2 * d, num_hidden_layers=layers,
-                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, **ids))
-    else: raise ValueError(f"tiny_causal_lm: arch must be 'gpt2' or 'llama', got {arch!r}")
-    m.generation_config = GenerationConfig(**ids)
-    if path is not None: m.save_pretrained(path); tokenizer.save_pretrained(path)
-    return m.eval()
 
 # %% ../nbs/03_sampling.ipynb #c3ace894
 def _model_limit(config) -> int | None:
