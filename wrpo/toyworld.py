@@ -286,7 +286,7 @@ def skill_accuracy(model, # a causal LM
     return res
 
 # %% ../nbs/08_toyworld.ipynb #1eabff91
-VERSION = "toyworld-v1"
+VERSION = "toyworld-v2"
 
 _MODELS = {  # name -> role, family, tokenizer, chat style, strong skill, training mix
     "src_llama_add":    dict(role="source", arch="llama", tokenizer="bpe-200", style="tags", strong="add",
@@ -306,11 +306,11 @@ _SIZES = {  # name -> model and training sizes ("smoke" only exercises the plumb
     "ci": {"src_llama_add":    dict(d=128, layers=4, heads=4, steps=900, batch_size=32, lr=1.5e-3),
            "src_gpt2_reverse": dict(d=96, layers=2, heads=4, steps=500, batch_size=32, lr=3e-3),
            "src_qwen2_sort":   dict(d=96, layers=2, heads=4, steps=250, batch_size=32, lr=3e-3),
-           "target_mistral":   dict(d=64, layers=2, heads=4, steps=400, batch_size=32, lr=2e-3)},
+           "target_mistral":   dict(d=128, layers=2, heads=4, steps=200, batch_size=32, lr=2e-3)},
     "demo": {"src_llama_add":    dict(d=128, layers=4, heads=4, steps=1500, batch_size=32, lr=1.5e-3),
              "src_gpt2_reverse": dict(d=128, layers=4, heads=4, steps=800, batch_size=32, lr=2e-3),
              "src_qwen2_sort":   dict(d=128, layers=3, heads=4, steps=600, batch_size=32, lr=3e-3),
-             "target_mistral":   dict(d=64, layers=2, heads=4, steps=600, batch_size=32, lr=2e-3)},
+             "target_mistral":   dict(d=128, layers=2, heads=4, steps=200, batch_size=32, lr=2e-3)},
 }
 
 def world_spec(size:str="ci", # "ci" or "demo" ("smoke": untrained-quality models for plumbing tests)
