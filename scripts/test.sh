@@ -13,6 +13,6 @@ if ! git diff --exit-code -- nbs wrpo || [ -n "$(git ls-files --others --exclude
 fi
 python tools/readme.py --check
 echo "== notebook tests =="
-nbdev-test --n-workers 2 --skip-folder-re "^pipelines$"
+OMP_NUM_THREADS=1 nbdev-test --n-workers 2 --skip-folder-re "^pipelines$"   # one thread per worker: oversubscribed torch threads slow 10-30x
 echo "== pytest =="
 python -m pytest -q -x "$@"
