@@ -231,9 +231,9 @@ class WRPOTrainer(DPOTrainer):
         grad_parts = [0, 1, 2] if weights is None else [k for k, w in zip((0, 1), weights) if w > 0] + [2]
         rows = lambda parts: torch.cat([torch.arange(k * b, (k + 1) * b, device=ids.device) for k in parts])
         def trimmed(parts):  # drop padding columns the selected rows do not need
+            if len(parts) == 3: return ids, att, cm   # the collator already padded to this batch's longest row
             r = rows(parts); T = int(att[r].sum(1).max())
             return ids[r, :T], att[r, :T], cm[r, :T]
-        logps = torch.zeros(3 * b, device=ids.device); lens = torch.ones(3 * b, device=ids.device)
         logps_g, lens_g, outputs, tok_logps = self._seq_logps(model, *trimmed(grad_parts))
         full = torch.zeros(3 * b, dtype=logps_g.dtype, device=ids.device)
         logps = full.index_put((rows(grad_parts),), logps_g)
