@@ -95,3 +95,15 @@ def test_wheel_ships_pipelines_and_configs(tmp_path):
     for f in ["wrpo/pipelines/fuse.ipynb", "wrpo/pipelines/fig_alpha_sweep.ipynb", "wrpo/configs/demo.yaml", "wrpo/configs/paper.yaml",
               "wrpo/configs/accelerate/deepspeed_zero3.yaml", "wrpo/trainer.py", "wrpo/losses.py"]:
         assert f in names, f
+
+def test_same_seed_same_numbers(ci_run, tmp_path):
+    "A second run from scratch (zoo cached) with the same config and seeds reproduces every number."
+    again = tmp_path / "again"
+    r = subprocess.run(WRPO + ["run", "ci", "--out", str(again), "--quiet", "--no-figures"], env=ENV, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (json.loads((d / "results.json").read_text()) for d in (ci_run, again))
+    nosec = lambda m: {k: {kk: vv for kk, vv in v.items() if kk != "seconds"} for k, v in m.items()}
+    assert nosec(a["models"]) == nosec(b["models"]) and a["internal"] == b["internal"] and a["build"] == b["build"]
+    la, lb = (json.loads((d / "logs" / "wrpo.json").read_text()) for d in (ci_run, again))
+    strip = lambda log: [{k: v for k, v in h.items() if "runtime" not in k and "per_second" not in k} for h in log]
+    assert strip(la) == strip(lb)
