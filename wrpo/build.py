@@ -11,6 +11,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from tqdm.auto import tqdm
 from .config import Config, ModelSpec, load_config
+from .data import read_rows
 from .sampling import load_sampler, to_messages, prompt_text, derive_seed
 from .rewards import load_scorer, Scorer, CallableScorer
 
@@ -18,10 +19,9 @@ logger = logging.getLogger("wrpo.build")
 
 # %% auto #0
 __all__ = ['logger', 'PROMPT_FIELDS', 'REUSE_COLUMNS', 'STAGES', 'atomic_write_text', 'write_jsonl', 'read_jsonl',
-           'atomic_save_dataset', 'read_rows', 'normalize_prompt', 'prompt_key', 'prepare_prompts', 'split_prompts',
-           'parse_shard', 'BuildDir', 'select_source', 'select_target', 'build_sources', 'source_contribution',
-           'write_contribution', 'write_sft', 'build_targets', 'merge_shards', 'build', 'add_build_args', 'run_build',
-           'build_main']
+           'atomic_save_dataset', 'normalize_prompt', 'prompt_key', 'prepare_prompts', 'split_prompts', 'parse_shard',
+           'BuildDir', 'select_source', 'select_target', 'build_sources', 'source_contribution', 'write_contribution',
+           'write_sft', 'build_targets', 'merge_shards', 'build', 'add_build_args', 'run_build', 'build_main']
 
 # %% ../nbs/05_build.ipynb #390afc79
 def atomic_write_text(path, text: str):
@@ -55,31 +55,6 @@ def atomic_save_dataset(ds, path):
 # %% ../nbs/05_build.ipynb #cd094cff
 PROMPT_FIELDS = ("prompt", "instruction", "question", "messages")
 REUSE_COLUMNS = ("all_generated_responses", "all_rm_scores")
-
-def read_rows(source, split: str = "train") -> list:
-    "Raw prompt rows from a list, Dataset/DatasetDict, save_to_disk dir, .jsonl/.json/.parquet file or hub name"
-    import datasets as hfds
-    if isinstance(source, hfds.DatasetDict):
-        if split not in source: raise KeyError(f"prompts: split {split!r} not in {list(source)}")
-        source = source[split]
-    if isinstance(source, hfds.Dataset): return source.to_list()
-    if isinstance(source, (list, tuple)): return list(source)
-    p = Path(source)
-    if p.is_dir(): return read_rows(hfds.load_from_disk(str(p)), split)
-    if p.suffix == ".jsonl" and p.exists():
-        rows = []
-        for n, l in enumerate(p.read_text().splitlines()):
-            if not l.strip(): continue
-            try: rows.append(json.loads(l))
-            except json.JSONDecodeError as e: raise ValueError(f"prompts {p.name} line {n + 1}: invalid JSON ({e.msg})") from None
-        return rows
-    if p.suffix == ".json" and p.exists():
-        data = json.loads(p.read_text())
-        return data[split] if isinstance(data, dict) else data
-    if p.suffix == ".parquet" and p.exists(): return hfds.Dataset.from_parquet(str(p)).to_list()
-    if p.suffix in (".jsonl", ".json", ".parquet"): raise FileNotFoundError(f"prompts file not found: {p}")
-    name, _, sp = str(source).partition(":")
-    return hfds.load_dataset(name, split=sp or split).to_list()
 
 def normalize_prompt(row, i: int, field: str | None = None) -> list[dict]:
     "The prompt of raw row `i` as a message list ending in a user/system turn; errors name the row and field"

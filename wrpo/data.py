@@ -14,7 +14,7 @@ from datasets import Dataset, DatasetDict
 
 # %% auto #0
 __all__ = ['RESPONSE_FIELDS', 'QUADRUPLE_FIELDS', 'SCORE_FIELDS', 'QuadrupleError', 'validate_row', 'from_release_row',
-           'detect_schema', 'validate_quadruples', 'load_quadruples', 'to_pairs']
+           'read_rows', 'detect_schema', 'validate_quadruples', 'load_quadruples', 'to_pairs']
 
 # %% ../nbs/02_data.ipynb #4ed09db6
 RESPONSE_FIELDS = ("source_chosen", "target_chosen", "rejected")
@@ -97,23 +97,26 @@ def from_release_row(row:dict, i:int=0)->dict:
     return out
 
 # %% ../nbs/02_data.ipynb #48088e3f
-def _read_rows(source, split):
+def read_rows(source,            # Dataset/DatasetDict, list, DataFrame, save_to_disk dir, .json/.jsonl/.parquet, or a hub name
+              split:str="train",  # split of a DatasetDict, of a JSON dict of splits, or of a hub dataset ("name:split" also works)
+             )->list:
+    "Raw rows (dicts) from any of the usual places; errors name the file and the line."
     if isinstance(source, DatasetDict):
         if split not in source: raise KeyError(f"split {split!r} not in {list(source)}")
         source = source[split]
     if isinstance(source, Dataset): return source.to_list()
-    if isinstance(source, list): return list(source)
+    if isinstance(source, (list, tuple)): return list(source)
     if hasattr(source, "to_dict") and hasattr(source, "columns"): return source.to_dict(orient="records")  # pandas
     p = Path(source)
-    if not p.exists(): raise FileNotFoundError(f"no quadruple data at {p}")
-    if p.is_dir(): return _read_rows(datasets.load_from_disk(str(p)), split)
+    if p.is_dir(): return read_rows(datasets.load_from_disk(str(p)), split)
     suf = p.suffix.lower()
+    if suf in (".json", ".jsonl", ".parquet") and not p.exists(): raise FileNotFoundError(f"file not found: {p}")
     if suf == ".jsonl":
         rows = []
         for n, line in enumerate(p.read_text().splitlines()):
             if not line.strip(): continue
             try: rows.append(json.loads(line))
-            except json.JSONDecodeError as e: raise QuadrupleError(f"{p.name} line {n+1}: invalid JSON ({e.msg})") from e
+            except json.JSONDecodeError as e: raise QuadrupleError(f"{p.name} line {n+1}: invalid JSON ({e.msg})") from None
         return rows
     if suf == ".json":
         data = json.loads(p.read_text())
@@ -123,7 +126,9 @@ def _read_rows(source, split):
     if suf == ".parquet":
         import pyarrow.parquet as pq
         return pq.read_table(p).to_pylist()
-    raise ValueError(f"unsupported file type {suf!r} for {p}: use .json, .jsonl, .parquet or a save_to_disk directory")
+    if p.exists(): raise ValueError(f"unsupported file type {suf!r} for {p}: use .json, .jsonl, .parquet or a save_to_disk directory")
+    name, _, sp = str(source).partition(":")   # a hub dataset (needs the network, or the datasets cache)
+    return datasets.load_dataset(name, split=sp or split).to_list()
 
 def detect_schema(row:dict)->str:
     "'canonical' or 'release', from the columns of one row."
@@ -155,7 +160,7 @@ def load_quadruples(source,             # Dataset/DatasetDict, save_to_disk dir,
                     schema:str="auto",  # "auto", "canonical" or "release"
                    )->Dataset:
     "Load WRPO quadruples into a validated `Dataset` in the canonical schema."
-    rows = _read_rows(source, split)
+    rows = read_rows(source, split)
     if not rows: raise QuadrupleError(f"no rows in {source if isinstance(source, (str, Path)) else type(source).__name__}")
     schema = detect_schema(rows[0]) if schema == "auto" else schema
     if schema == "release": rows = [from_release_row(r, i) for i, r in enumerate(rows)]

@@ -144,7 +144,7 @@ class Run:
         if ps.get("source") == "toyworld" and "path" not in ps:
             from wrpo.toyworld import make_prompts
             return make_prompts(ps.get("mix", "all"), ps.get("n", 300), seed=ps.get("seed", 0))
-        from wrpo.build import read_rows
+        from wrpo.data import read_rows
         rows = read_rows(ps["path"], ps.get("split", "train"))
         return rows[:ps["n"]] if ps.get("n") else rows
 
@@ -236,7 +236,7 @@ class Run:
         if e["source"] == "toyworld":
             from wrpo.toyworld import eval_rows
             return eval_rows(e["n_per_skill"], seed=e["seed"])
-        from wrpo.build import read_rows
+        from wrpo.data import read_rows
         src = e["source"]
         return read_rows(src["path"], src.get("split", "test"))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc, importlib, math, time
 import torch
 from .config import RewardSpec, _from_dict
-from .sampling import to_messages, prompt_text
+from .sampling import to_messages, prompt_text, release
 
 # %% auto #0
 __all__ = ['check_scores', 'Scorer', 'import_string', 'CallableScorer', 'HFScorer', 'load_scorer']
@@ -132,9 +132,7 @@ class HFScorer(Scorer):
 
     def close(self):
         "Release the model (and GPU memory)"
-        self.model = self.tok = None
-        gc.collect()
-        if torch.cuda.is_available(): torch.cuda.empty_cache()
+        release(self, "model", "tok")
 
 # %% ../nbs/04_rewards.ipynb #cd759e5c
 def load_scorer(spec, model=None, tokenizer=None) -> Scorer:

@@ -16,7 +16,7 @@ from .config import ModelSpec, _from_dict
 logger = logging.getLogger("wrpo.sampling")
 
 # %% auto #0
-__all__ = ['logger', 'to_messages', 'prompt_text', 'derive_seed', 'Sampler', 'TransformersSampler', 'VLLMSampler',
+__all__ = ['logger', 'to_messages', 'prompt_text', 'release', 'derive_seed', 'Sampler', 'TransformersSampler', 'VLLMSampler',
            'OpenAISampler', 'load_sampler']
 
 # %% ../nbs/03_sampling.ipynb #fe056106
@@ -30,6 +30,12 @@ def to_messages(prompt) -> list[dict]:
 def prompt_text(prompt) -> str:
     "All message contents of `prompt` joined (for emptiness checks and logs)"
     return "\n".join(m["content"] or "" for m in to_messages(prompt))
+
+def release(obj, *attrs):
+    "Drop `obj`'s references to a model/engine (`attrs`), collect garbage and free cached GPU memory."
+    for a in attrs: setattr(obj, a, None)
+    gc.collect()
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
 
 def derive_seed(*parts) -> int:
     "A stable 31-bit seed from `parts` (same parts, same seed, in every process)"
@@ -119,9 +125,7 @@ class TransformersSampler(Sampler):
 
     def close(self):
         "Release the model (and GPU memory)"
-        self.model = self.tok = None
-        gc.collect()
-        if torch.cuda.is_available(): torch.cuda.empty_cache()
+        release(self, "model", "tok")
 
 # %% ../nbs/03_sampling.ipynb #4c8addaa
 class VLLMSampler(Sampler):
@@ -158,9 +162,7 @@ class VLLMSampler(Sampler):
 
     def close(self):
         "Drop the engine and free GPU memory"
-        self.llm = self.tok = None
-        gc.collect()
-        if torch.cuda.is_available(): torch.cuda.empty_cache()
+        release(self, "llm", "tok")
 
 # %% ../nbs/03_sampling.ipynb #ebde270d
 class OpenAISampler(Sampler):
