@@ -109,22 +109,30 @@ class Run:
         self.dir = Path(run_dir or self.cfg.run_dir or f"runs/{self.cfg.name}").resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.timings = _read_json(self.p("timings.json")) if self.p("timings.json").exists() else {}
-        if self.s["pipeline"]["world"] is None: self.zoo = {}; self.rcfg = self.cfg
+        self.zoo, self._rcfg = {}, None
 
     def p(self, *parts)->Path: return self.dir.joinpath(*parts)
+
+    @property
+    def rcfg(self)->Config:
+        "The config with its models resolved (builds or loads the miniature's zoo on first use)."
+        if self._rcfg is None: self.world()
+        return self._rcfg
     def _time(self, key, t0): self.timings[key] = round(time.time() - t0, 2); _write_json(self.p("timings.json"), self.timings)
 
     # -- world -------------------------------------------------------------------------------------------------
     def world(self)->dict:
         "Build (or load from cache) the offline miniature's model zoo and resolve `toyworld:` models."
         w = self.s["pipeline"]["world"]
-        if w is None: return {}
+        if w is None:
+            self._rcfg = self.cfg; save_config(self.cfg, self.p("config.yaml"))
+            return {}
         from wrpo.toyworld import build_zoo
         t0 = time.time()
         self.zoo = build_zoo(size=w.get("size", "ci"), seed=w.get("seed", 0), cache_dir=w.get("cache_dir"), progress=True)
         _write_json(self.p("zoo.json"), self.zoo)
-        self.rcfg = resolve_models(self.cfg, self.zoo)
-        save_config(self.rcfg, self.p("config.yaml"))
+        self._rcfg = resolve_models(self.cfg, self.zoo)
+        save_config(self._rcfg, self.p("config.yaml"))
         self._time("world", t0)
         return self.zoo
 
@@ -320,8 +328,6 @@ def _last_checkpoint(d:Path):
 def train_variant(run:Run, name:str)->Path:
     "Train variant `name` of `run` from Target-SFT; resumable; writes models/<name> and logs/<name>.json."
     from wrpo.trainer import WRPOConfig, WRPOTrainer
-    if not hasattr(run, "rcfg") or run.rcfg is None or run.s["pipeline"]["world"] is not None and not run.zoo:
-        if run.p("config.yaml").exists(): run.rcfg = load_config(str(run.p("config.yaml")))
     out = run.p("models", name)
     model, tok = load_lm(run.p("models", "target_sft"))
     args = WRPOConfig(**run.variant_args(name))
