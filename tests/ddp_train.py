@@ -17,3 +17,8 @@ if tr.accelerator.is_main_process:
     first = next(model.parameters()).detach().flatten()[:8].tolist()
     json.dump({"world_size": tr.accelerator.num_processes, "log": tr.state.log_history, "param": first},
               open(os.path.join(out, "result.json"), "w"))
+# Shut the process group down explicitly: left to interpreter exit, gloo's threads can abort a rank
+# ("terminate called without an active exception") after training has finished.
+import torch.distributed as dist
+if dist.is_available() and dist.is_initialized():
+    dist.barrier(); dist.destroy_process_group()
