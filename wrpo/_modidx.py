@@ -261,6 +261,5 @@ d = { 'settings': { 'branch': 'main',
                               'wrpo.trainer.WRPOTrainer.compute_ref_log_probs': ( 'trainer.html#wrpotrainer.compute_ref_log_probs',
                                                                                   'wrpo/trainer.py'),
                               'wrpo.trainer.WRPOTrainer.current_alpha': ('trainer.html#wrpotrainer.current_alpha', 'wrpo/trainer.py'),
-                              'wrpo.trainer.WRPOTrainer.log': ('trainer.html#wrpotrainer.log', 'wrpo/trainer.py'),
                               'wrpo.trainer.cpu_args': ('trainer.html#cpu_args', 'wrpo/trainer.py'),
                               'wrpo.trainer.sft_train': ('trainer.html#sft_train', 'wrpo/trainer.py')}}}

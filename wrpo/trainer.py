@@ -290,10 +290,6 @@ class WRPOTrainer(DPOTrainer):
             n = self.accelerator.gather_for_metrics(shift[:, :T].sum()).sum()
             m["entropy"].append((tot / n).item() if n > 0 else 0.0)
 
-    def log(self, logs, start_time=None):
-        if "loss" in logs or "eval_loss" in logs: pass
-        super().log(logs, start_time)
-
 # %% ../nbs/06_trainer.ipynb #5d26d0ec
 def cpu_args(cls=WRPOConfig, out_dir=None, **kw):
     "A quiet CPU-friendly config of `cls` for tests and the offline miniature."
