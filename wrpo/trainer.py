@@ -24,6 +24,7 @@ from trl.models import prepare_deepspeed
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import global_then_local_main_first, pad, use_adapter
 
+from .config import device_defaults
 from .data import RESPONSE_FIELDS, validate_quadruples
 from .losses import LOSS_TYPES, SCHEDULES, alpha_at, wrpo_loss
 
@@ -178,9 +179,9 @@ class WRPOTrainer(DPOTrainer):
             return use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
         return contextlib.nullcontext()
 
-    def _ref_logps(self, inputs):
-        "Reference log-probs of all 3b rows, shape (3b,)."
-        model = self.ref_model if self.ref_model is not None else self.model
+    def _ref_logps(self, inputs, model=None):
+        "Reference log-probs of all 3b rows, shape (3b,); `model` overrides the reference (e.g. a DeepSpeed inference engine)."
+        if model is None: model = self.ref_model if self.ref_model is not None else self.model
         with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs), \
              self._ref_context(), self.accelerator.autocast():
             logps, *_ = self._seq_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"], grad=False)
@@ -188,26 +189,33 @@ class WRPOTrainer(DPOTrainer):
 
     def compute_ref_log_probs(self, model, inputs):
         "Reference log-probs of (y_ws, y_wt, y_l) for one padded batch."
-        return self._ref_logps(inputs).chunk(3, dim=0)
+        return self._ref_logps(inputs, model).chunk(3, dim=0)
 
     def _precompute_ref_logps(self, dataset, name, batch_size):
+        "Reference log-probs of every row before training. Every rank gets all of them from the gather, so an in-memory dataset takes them as columns on each rank; a dataset on disk caches them next to its files (read by every rank)."
         if self._simpo: return dataset   # reference-free
         if isinstance(dataset, IterableDataset):
             raise ValueError("`precompute_ref_log_probs=True` needs a map-style Dataset, not an IterableDataset")
         fingerprint = [Hasher.hash((dataset._fingerprint, self._precompute_model_hash, "wrpo-3"))]
         broadcast_object_list(fingerprint, from_process=0)
-        cache_file = dataset._get_cache_file_path(fingerprint[0])
-        if os.path.exists(cache_file): return concatenate_datasets([dataset, Dataset.from_file(cache_file)], axis=1)
+        cache_file = dataset._get_cache_file_path(fingerprint[0]) if dataset.cache_files else None  # None: in memory, nothing shared
+        if cache_file and os.path.exists(cache_file): return concatenate_datasets([dataset, Dataset.from_file(cache_file)], axis=1)
         loader = self.accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False,
                                                      num_workers=self.args.dataloader_num_workers))
-        if self.ref_model is None and self.is_deepspeed_enabled:
+        model = None
+        if self.ref_model is None and self.is_deepspeed_enabled:   # ZeRO-3: the weights are sharded until an engine gathers them
             if self._precompute_engine is None: self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
+            model = self._precompute_engine
         cols = {c: [] for c in REF_COLUMNS}
         for batch in tqdm(loader, desc=f"Reference log-probs for {name} dataset (3 completions)",
-                          disable=bool(os.environ.get("TQDM_DISABLE", ""))):
-            parts = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(None, batch))
+                          disable=bool(os.environ.get("TQDM_DISABLE", "")) or not self.accelerator.is_main_process):
+            parts = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(model, batch))
             for c, v in zip(REF_COLUMNS, parts): cols[c].append(v.float().cpu())
         cols = {c: torch.cat(v) for c, v in cols.items()}
+        if len(cols[REF_COLUMNS[0]]) != len(dataset):
+            raise RuntimeError(f"reference log-probs: got {len(cols[REF_COLUMNS[0]])} values for {len(dataset)} rows of the {name} dataset")
+        if cache_file is None:
+            return concatenate_datasets([dataset, Dataset.from_dict({c: v.tolist() for c, v in cols.items()})], axis=1)
         if self.accelerator.is_main_process:
             dataset.map(lambda b, idx: {c: v[idx] for c, v in cols.items()}, with_indices=True, batched=True,
                         remove_columns=dataset.column_names, new_fingerprint=fingerprint[0], cache_file_name=cache_file,
@@ -300,19 +308,20 @@ def cpu_args(cls=WRPOConfig, out_dir=None, **kw):
     return cls(**d)
 
 # %% ../nbs/06_trainer.ipynb #19669d99
-def sft_train(model, tokenizer, train_dataset:Dataset, output_dir:str, **config_kw):
-    "Supervised fine-tuning on (prompt, y_ws) with trl's SFTTrainer; returns the trainer (model trained in place)."
+def sft_train(model, tokenizer, train_dataset:Dataset, output_dir:str|None=None, args:SFTConfig|None=None, **config_kw):
+    "Supervised fine-tuning on (prompt, y_ws) with trl's SFTTrainer (`args`, or the paper's settings updated by `config_kw`); returns the trainer."
     ds = train_dataset
     if "completion" not in ds.column_names:
         if "source_chosen" not in ds.column_names:
             raise ValueError(f"SFT data needs 'prompt' and 'completion' (or 'source_chosen') columns, got {ds.column_names}")
         ds = ds.select_columns(["prompt", "source_chosen"]).rename_column("source_chosen", "completion")
     else: ds = ds.select_columns(["prompt", "completion"])
-    cuda = torch.cuda.is_available()
-    kw = dict(output_dir=output_dir, report_to="none", bf16=cuda and torch.cuda.is_bf16_supported(), gradient_checkpointing=cuda,
-              completion_only_loss=True, learning_rate=7e-6, num_train_epochs=1, logging_steps=10, save_strategy="no",
-              use_cpu=not cuda, seed=0)
-    kw.update(config_kw)
-    tr = SFTTrainer(model=model, args=SFTConfig(**kw), train_dataset=ds, processing_class=tokenizer)
+    if args is None:
+        if output_dir is None: raise ValueError("sft_train: pass `args` or `output_dir`")
+        kw = dict(output_dir=output_dir, report_to="none", completion_only_loss=True, learning_rate=7e-6, num_train_epochs=1,
+                  logging_steps=10, save_strategy="no", seed=0, **device_defaults())
+        kw.update(config_kw)
+        args = SFTConfig(**kw)
+    tr = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
     tr.train()
     return tr
