@@ -7,7 +7,8 @@ import datasets
 import pytest
 import yaml
 
-from wrpo.build import build_main
+from wrpo.cli import main as wrpo_main
+def build_main(argv): return wrpo_main(["build", *argv])   # `wrpo build ...` through the one CLI parser
 from wrpo.testing import tiny_causal_lm, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def world(tmp_path_factory):
                         dict(name="llama", model=str(T / "llama"), max_new_tokens=16, device="cpu", temperature=1.0)],
                target=dict(name="target", model=str(T / "target"), max_new_tokens=16, device="cpu"),
                reward=dict(kind="callable", path="wrpo_resume_verifier:overlap"),
-               build=dict(n=3, shard_size=3, seed=7, tie_policy="keep_flagged", jsonl=True))
+               build=dict(n=3, shard_size=3, seed=7, tie_policy="keep_flagged", jsonl=True, keep_columns=["skill"]))
     (T / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     rows = [{"prompt": f"sort {i % 10} {(3 * i) % 7} {i}", "skill": ["sort", "add", "count"][i % 3]} for i in range(36)]
     (T / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -49,8 +50,8 @@ def world(tmp_path_factory):
 
 
 def _cmd(T, out):
-    code = ("import sys; from wrpo.build import build_main; "
-            f"sys.exit(build_main([{str(T / 'cfg.yaml')!r}, '--prompts', {str(T / 'prompts.jsonl')!r}, "
+    code = ("import sys; from wrpo.cli import main; "
+            f"sys.exit(main(['build', {str(T / 'cfg.yaml')!r}, '--prompts', {str(T / 'prompts.jsonl')!r}, "
             f"'--out', {str(out)!r}, '--target-model', {str(T / 'target')!r}]))")
     env = dict(os.environ, PYTHONPATH=f"{T}{os.pathsep}{ROOT}", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1")

@@ -17,7 +17,7 @@ def ci_run(tmp_path_factory):
     return out
 
 def test_artefacts(ci_run):
-    for f in ["results.json", "results.md", "config.yaml", "zoo.json", "notebooks/fuse.ipynb", "build/quadruples",
+    for f in ["results.json", "results.md", "config.yaml", "models.json", "notebooks/fuse.ipynb", "build/quadruples",
               "build/sft", "models/target_sft", "data/train", "data/heldout", "eval/internal.json"]:
         assert (ci_run / f).exists(), f
     for fig in ["source_contribution", "logp_shift", "reward_margins"]:
@@ -71,15 +71,26 @@ def test_rerun_resumes_without_redoing(ci_run):
     assert r.returncode == 0, r.stderr[-3000:]
     after = json.loads((ci_run / "results.json").read_text())
     assert after["models"] == before["models"]
-    drop = lambda t: {k: v for k, v in t.items() if k != "world"}     # the (cached) zoo is loaded again; nothing else runs
+    drop = lambda t: {k: v for k, v in t.items() if k != "models"}    # the (cached) zoo is provided again; nothing else runs
     assert drop(after["timings"]) == drop(before["timings"])
 
 def test_failing_cell_gives_nonzero_exit_and_points_at_notebook(tmp_path):
-    r = subprocess.run(WRPO + ["run", "ci", "--out", str(tmp_path / "bad"), "--quiet", "-o", "pipeline.prompts.source=nowhere"],
+    r = subprocess.run(WRPO + ["run", "ci", "--out", str(tmp_path / "bad"), "--quiet", "-o", "pipeline.prompts.kwargs.n=0"],
                        env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 1
     assert "fuse.ipynb failed in cell" in r.stderr and str(tmp_path / "bad" / "notebooks" / "fuse.ipynb") in r.stderr
     assert (tmp_path / "bad" / "notebooks" / "fuse.ipynb").exists()
+
+@pytest.mark.parametrize("override, message", [
+    ("train.variants.wrpo.alpha=1.5", "train.variants.wrpo (with train.common).alpha: must lie in [0, 1], got 1.5"),
+    ("train.common.beta=-0.1", "beta: must be > 0, got -0.1"), ("train.common.learning_rate=-1", "learning_rate: must be > 0"),
+    ("train.common.num_train_epochs=0", "num_train_epochs: must be > 0"), ("train.common.beta=abc", "beta: expected float, got 'abc'")])
+def test_bad_config_fails_before_anything_runs(tmp_path, override, message):
+    "`wrpo run` validates every section first: a bad value is one line naming the file and key, exit 2, and no run directory."
+    r = subprocess.run(WRPO + ["run", "ci", "--out", str(tmp_path / "run"), "--quiet", "-o", override], env=ENV,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and message in r.stderr and "ci.yaml" in r.stderr, r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 def test_validate_paper_config():
     r = subprocess.run(WRPO + ["validate", "paper"], env=ENV, capture_output=True, text=True, timeout=300)

@@ -21,7 +21,7 @@ logger = logging.getLogger("wrpo.build")
 __all__ = ['logger', 'PROMPT_FIELDS', 'REUSE_COLUMNS', 'STAGES', 'atomic_write_text', 'write_jsonl', 'read_jsonl',
            'atomic_save_dataset', 'normalize_prompt', 'prompt_key', 'prepare_prompts', 'split_prompts', 'parse_shard',
            'BuildDir', 'select_source', 'select_target', 'build_sources', 'source_contribution', 'write_contribution',
-           'write_sft', 'build_targets', 'merge_shards', 'build', 'add_build_args', 'run_build', 'build_main']
+           'write_sft', 'build_targets', 'merge_shards', 'build', 'add_build_args', 'run_build', 'build_cli']
 
 # %% ../nbs/05_build.ipynb #390afc79
 def atomic_write_text(path, text: str):
@@ -74,7 +74,7 @@ def prompt_key(msgs) -> str:
     "Stable identity of a prompt (its messages)"
     return hashlib.sha256(json.dumps(msgs, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:24]
 
-def prepare_prompts(rows, field: str | None = None, keep_columns=("skill",), skip_failed: bool = False):
+def prepare_prompts(rows, field: str | None = None, keep_columns=(), skip_failed: bool = False):
     "Normalised, deduplicated prompt records and counts (`duplicates`, `skipped`)"
     out, seen, stats = [], set(), dict(rows=0, duplicates=0, skipped=0, skipped_rows=[])
     for i, r in enumerate(rows):
@@ -459,7 +459,8 @@ STAGES = ("all", "sources", "sft", "targets", "merge")
 
 def add_build_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "Add the `wrpo build` options to parser `p`"
-    p.add_argument("config", help="YAML config")
+    p.add_argument("config", nargs="?", help="YAML config (a path or a shipped name); or --config")
+    p.add_argument("--config", dest="config_opt", metavar="CONFIG", help="the same as the positional CONFIG")
     p.add_argument("--prompts", help="prompts: .jsonl/.json/.parquet, save_to_disk dir or dataset name")
     p.add_argument("--split", default="train", help="split of a DatasetDict / hub dataset")
     p.add_argument("--out", help="build directory (default: run_dir or runs/<name>/data)")
@@ -473,7 +474,13 @@ def add_build_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run_build(args) -> dict:
     "Run the stage chosen by parsed `wrpo build` arguments"
-    cfg = load_config(args.config, args.override + (["build.jsonl=true"] if args.jsonl else []))
+    from wrpo.pipeline import config_path
+    if args.config and args.config_opt and args.config != args.config_opt:
+        raise ValueError(f"wrpo build: two configs given ({args.config!r} and --config {args.config_opt!r})")
+    name = args.config or args.config_opt
+    if not name: raise ValueError("wrpo build: name a config (wrpo build CONFIG or --config CONFIG)")
+    parse_shard(args.shard)   # a bad --shard fails before anything is written
+    cfg = load_config(str(config_path(name)), args.override + (["build.jsonl=true"] if args.jsonl else []))
     out = args.out or cfg.run_dir or f"runs/{cfg.name}/data"
     if args.stage == "all": return build(cfg, args.prompts, out, args.target_model, args.shard)
     if args.stage == "sources": return build_sources(cfg, args.prompts, out, shard=args.shard, split=args.split)
@@ -481,10 +488,10 @@ def run_build(args) -> dict:
     if args.stage == "targets": return build_targets(cfg, out, args.target_model, shard=args.shard, extra_dirs=args.merge_from)
     return merge_shards(cfg, out, args.merge_from)
 
-def build_main(argv=None) -> int:
-    "Entry point of `wrpo build`"
-    args = add_build_args(argparse.ArgumentParser("wrpo build", description="Build WRPO training data")).parse_args(argv)
+def build_cli(args) -> int:
+    "`wrpo build` (the `wrpo` parser's build subcommand): run the stage and print its summary"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     res = run_build(args)
     print(json.dumps({k: v for k, v in res.items() if k != "contribution"} if isinstance(res, dict) else res, indent=1, default=str)[:4000])
     return 0
+

@@ -11,7 +11,8 @@ from importlib.resources import files
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['FIGURE_NOTEBOOKS', 'PipelineFailed', 'pipeline_notebook', 'run_notebook', 'run_pipeline', 'make_figures', 'main']
+__all__ = ['FIGURE_NOTEBOOKS', 'PipelineFailed', 'pipeline_notebook', 'run_notebook', 'run_pipeline', 'make_figures', 'parser',
+           'main']
 
 # %% ../nbs/11_cli.ipynb #6f8d7b10
 FIGURE_NOTEBOOKS = ("fig_source_contribution.ipynb", "fig_logp_shift.ipynb", "fig_reward_margins.ipynb", "fig_alpha_sweep.ipynb")
@@ -39,9 +40,10 @@ def run_notebook(name:str, out_path, parameters:dict, log_output:bool=True)->Pat
 
 # %% ../nbs/11_cli.ipynb #06705d86
 def run_pipeline(config:str, out:str|None=None, overrides:list|None=None, figures:bool=True, log_output:bool=True)->Path:
-    "Run the fusion pipeline notebook for `config` (a path or a shipped name), then the figure notebooks."
-    from wrpo.pipeline import config_path, load_config
+    "Validate `config` (a path or a shipped name) fully, then run the fusion pipeline notebook and the figure notebooks."
+    from wrpo.pipeline import config_path, load_config, validate_run
     cfg_file = config_path(config).resolve()
+    validate_run(str(cfg_file), overrides)           # every section, every trainer config: fail now, not after hours
     cfg = load_config(str(cfg_file), overrides)
     run_dir = Path(out or cfg.run_dir or f"runs/{cfg.name}").resolve()
     t0 = time.time()
@@ -60,29 +62,34 @@ def make_figures(run_dir, out=None, sweep=None, log_output:bool=False)->list:
     return sorted(str(p) for p in out.glob("*.png"))
 
 # %% ../nbs/11_cli.ipynb #301d0c81
-def main(argv=None)->int:
-    "The `wrpo` command."
+def parser()->argparse.ArgumentParser:
+    "The one `wrpo` command-line parser (every subcommand)."
+    from wrpo.build import add_build_args
     p = argparse.ArgumentParser(prog="wrpo", description="Weighted-Reward Preference Optimization for implicit model fusion")
     sub = p.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="the offline miniature fusion world end to end (no GPU, no downloads)")
-    d.add_argument("--size", choices=("ci", "demo"), default="demo"); d.add_argument("--out", default=None)
-    d.add_argument("-o", "--override", action="append", default=[], help="dotted config override, e.g. train.common.seed=1")
-    d.add_argument("--no-figures", action="store_true"); d.add_argument("--quiet", action="store_true")
-    r = sub.add_parser("run", help="the fusion pipeline for a config (path, or shipped name: ci, demo, sweep, paper)")
-    r.add_argument("config"); r.add_argument("--out", default=None)
-    r.add_argument("-o", "--override", action="append", default=[]); r.add_argument("--no-figures", action="store_true")
-    r.add_argument("--quiet", action="store_true")
+    def run_opts(x):
+        x.add_argument("--out", default=None, help="run directory (default: runs/<name>)")
+        x.add_argument("-o", "--override", action="append", default=[], help="dotted config override, e.g. train.common.seed=1")
+        x.add_argument("--no-figures", action="store_true"); x.add_argument("--quiet", action="store_true")
+    d = sub.add_parser("demo", help="the offline miniature fusion world end to end (the shipped config 'demo' or 'ci')")
+    d.add_argument("--size", choices=("ci", "demo"), default="demo"); run_opts(d)
+    r = sub.add_parser("run", help="the fusion pipeline for a config (a path, or a shipped name: ci, demo, sweep, paper)")
+    r.add_argument("config"); run_opts(r)
     f = sub.add_parser("figures", help="the figure notebooks on a finished run")
     f.add_argument("run_dir"); f.add_argument("--out", default=None); f.add_argument("--sweep", default=None)
-    v = sub.add_parser("validate", help="dry-validate a config"); v.add_argument("config"); v.add_argument("-o", "--override", action="append", default=[])
-    sub.add_parser("build", help="the data builder (wrpo build --help)", add_help=False)
-    t = sub.add_parser("train-variant", help="train one variant of a run (used under accelerate launch)")
+    v = sub.add_parser("validate", help="validate a config fully without running it")
+    v.add_argument("config"); v.add_argument("-o", "--override", action="append", default=[])
+    add_build_args(sub.add_parser("build", help="the data builder alone: sharded, resumable (wrpo build --help)"))
+    t = sub.add_parser("train-variant", help="train one variant of a run (what `train.launcher` runs under accelerate launch)")
     t.add_argument("run_dir"); t.add_argument("name")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["build"]:
-        from wrpo.build import build_main
-        return build_main(argv[1:])
-    a = p.parse_args(argv)
+    s = sub.add_parser("train-sft", help="Target-SFT of a run (what `train.launcher` runs under accelerate launch)")
+    s.add_argument("run_dir")
+    return p
+
+def main(argv=None)->int:
+    "Entry point of the `wrpo` command; errors are one line on stderr (exit 2: bad config or arguments, 1: a failed stage)."
+    a = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    from wrpo.config import ConfigError
     try:
         if a.cmd == "demo":
             run_pipeline(a.size, a.out or f"runs/{a.size}", a.override, figures=not a.no_figures, log_output=not a.quiet)
@@ -94,14 +101,17 @@ def main(argv=None)->int:
             import json
             from wrpo.pipeline import validate_run, config_path
             print(json.dumps(validate_run(str(config_path(a.config)), a.override), indent=1))
-        elif a.cmd == "train-variant":
-            from wrpo.pipeline import Run, train_variant
-            run_dir = Path(a.run_dir)
-            train_variant(Run(str(run_dir / "config.yaml"), run_dir), a.name)
+        elif a.cmd == "build":
+            from wrpo.build import build_cli
+            return build_cli(a)
+        elif a.cmd in ("train-variant", "train-sft"):
+            from wrpo.pipeline import Run, train_variant, sft_stage
+            run = Run(str(Path(a.run_dir) / "config.yaml"), Path(a.run_dir))
+            train_variant(run, a.name) if a.cmd == "train-variant" else sft_stage(run)
     except PipelineFailed as e:
         print(f"wrpo: {e}", file=sys.stderr); return 1
-    except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
-        print(f"wrpo: error: {e}", file=sys.stderr); return 2
+    except (ConfigError, FileNotFoundError, KeyError, ValueError, TypeError) as e:
+        print(f"wrpo: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr); return 2
     return 0
 
 # %% ../nbs/11_cli.ipynb #67f46c5b

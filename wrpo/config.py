@@ -6,13 +6,15 @@ Docs: https://wrpo-dev.github.io/wrpo/config.html.md"""
 
 # %% ../nbs/00_config.ipynb #42d33af1
 from __future__ import annotations
-import copy, dataclasses, re
+import copy, dataclasses, difflib, re
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['BACKENDS', 'REWARD_KINDS', 'TIE_POLICIES', 'ModelSpec', 'RewardSpec', 'BuildSpec', 'Config', 'validate_config',
+__all__ = ['BACKENDS', 'REWARD_KINDS', 'TIE_POLICIES', 'SFT_DEFAULTS', 'COMMON_DEFAULTS', 'PROVIDED', 'ConfigError', 'ModelSpec',
+           'RewardSpec', 'BuildSpec', 'RowsSpec', 'ProviderSpec', 'PipelineSpec', 'LauncherSpec', 'TrainSpec',
+           'EvalSpec', 'Config', 'validate_config', 'device_defaults', 'sft_kwargs', 'variant_kwargs', 'check_train',
            'apply_overrides', 'config_from_dict', 'load_config', 'config_to_dict', 'save_config']
 
 # %% ../nbs/00_config.ipynb #d766cc81
@@ -20,12 +22,15 @@ BACKENDS = ("transformers", "vllm", "openai")
 REWARD_KINDS = ("hf", "armorm", "callable")
 TIE_POLICIES = ("drop", "keep_flagged")
 
+class ConfigError(ValueError):
+    "A configuration that cannot run; the message names the file (when there is one) and the key."
+
 @dataclass
 class ModelSpec:
     "One model to sample from: a source or the target"
     name: str  # unique id, recorded as provenance (`source_id`)
     backend: str = "transformers"  # one of BACKENDS
-    model: str = ""  # local path or hub id (transformers, vllm); the served model name (openai)
+    model: str = ""  # local path or hub id (transformers, vllm); the served model name (openai); `provided:NAME` (see `ProviderSpec`)
     endpoint: str | None = None  # base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1
     n: int | None = None  # samples per prompt; None -> build.n
     temperature: float = 0.8
@@ -73,81 +78,254 @@ class BuildSpec:
     max_prompt_tokens: int | None = None  # global prompt-length limit, on top of each model's own
     skip_failed: bool = False  # count and skip bad prompts / failing backends instead of stopping
     prompt_field: str | None = None  # column holding the prompt; None -> prompt, instruction, question, messages
-    keep_columns: list = field(default_factory=lambda: ["skill"])  # prompt-row columns carried to the outputs
+    keep_columns: list = field(default_factory=list)  # prompt-row columns carried to the outputs (e.g. a category)
     reuse_target_samples: bool = False  # use rows' all_generated_responses / all_rm_scores as target samples
     reuse_sources_from: str | None = None  # an earlier build dir whose source samples are reused
     jsonl: bool = False  # also write the quadruples and SFT data as JSONL
 
+# %% ../nbs/00_config.ipynb #cddbf32e
+@dataclass
+class RowsSpec:
+    "Where rows (prompts) come from: a file or dataset (`path`), or a Python function (`call`)"
+    path: str | None = None  # .jsonl/.json/.parquet, a save_to_disk directory, or a hub dataset ("name" or "name:split")
+    split: str = "train"  # split of a DatasetDict, a JSON dict of splits or a hub dataset
+    call: str | None = None  # "module:attr": a function returning a list of row dicts (called with `kwargs`)
+    kwargs: dict = field(default_factory=dict)  # keyword arguments of `call`
+    n: int | None = None  # keep only the first n rows; None: every row
+    field: str | None = None  # column holding the prompt; None -> prompt, instruction, question, messages
+
+@dataclass
+class ProviderSpec:
+    "A Python function that makes local models available and returns {name: path}; `provided:NAME` model entries resolve to them"
+    call: str  # "module:attr"
+    kwargs: dict = field(default_factory=dict)  # keyword arguments of `call`
+
+@dataclass
+class PipelineSpec:
+    "The recipe's own knobs"
+    prompts: RowsSpec | None = None  # the prompts the data are built from (required by `wrpo run`)
+    models: ProviderSpec | None = None  # optional: a function that provides local models (`provided:NAME`)
+    heldout_fraction: float = 0.05  # share of quadruples held out for internal-reward accuracy and log-prob shift
+    heldout_seed: int = 0
+    reuse_from: str | None = None  # an earlier run whose build/ and models/target_sft are reused (e.g. for alpha sweeps)
+    logp_shift_models: list | None = None  # variants whose log-prob shift is measured; None: every variant
+
+@dataclass
+class LauncherSpec:
+    "Run the training stages (SFT and every variant) under `accelerate launch`, e.g. with DeepSpeed ZeRO-3"
+    accelerate_config: str  # a path, or the name of a shipped config in configs/accelerate (e.g. deepspeed_zero3.yaml)
+    num_processes: int | None = None  # None: the accelerate config's own
+    mixed_precision: str = "auto"  # "auto": bf16 where CUDA supports it, else "no"; or "no", "bf16", "fp16"
+    extra_args: list = field(default_factory=list)  # more `accelerate launch` arguments
+
+SFT_DEFAULTS = dict(learning_rate=7e-6, num_train_epochs=1, per_device_train_batch_size=8, lr_scheduler_type="cosine",
+                    warmup_steps=0.1, seed=0)   # the paper's SFT (lr 7e-6, 1 epoch, cosine, warm-up 0.1)
+COMMON_DEFAULTS = dict(beta=0.01, learning_rate=3e-7, num_train_epochs=1, per_device_train_batch_size=8, lr_scheduler_type="cosine",
+                       warmup_steps=0.1, max_length=2048, precompute_ref_log_probs=True, seed=0)  # the paper's WRPO-DPO
+
+@dataclass
+class TrainSpec:
+    "Target-SFT and the preference variants; `sft` and `common` update the paper's defaults key by key"
+    sft: dict = field(default_factory=dict)  # trl `SFTConfig` keyword arguments (over SFT_DEFAULTS)
+    common: dict = field(default_factory=dict)  # `WRPOConfig` keyword arguments of every variant (over COMMON_DEFAULTS)
+    variants: dict = field(default_factory=lambda: {"dpo": dict(alpha=0.0, alpha_schedule="static"),
+                                                    "wrpo": dict(alpha=0.1, alpha_schedule="dynamic")})  # name -> its own WRPOConfig arguments
+    launcher: LauncherSpec | None = None  # None: train in this process
+    save_steps: int = 50  # checkpoint every this many optimiser steps (resume after a crash)
+
+@dataclass
+class EvalSpec:
+    "Answers of each model on held-out prompts, judged by the reward; internal-reward statistics on held-out quadruples"
+    prompts: RowsSpec | None = None  # held-out prompts (e.g. AlpacaEval's `instruction` rows); None: no answer evaluation
+    models: list = field(default_factory=lambda: ["target", "target_sft", "variants"])  # any of: sources, target, target_sft, variants
+    backend: str | None = None  # "transformers" or "vllm"; None: the target's backend ("transformers" if it is "openai")
+    max_new_tokens: int = 512
+    batch_size: int = 16  # prompts per generate call
+    temperature: float = 0.0  # 0: greedy
+    seed: int = 0
+    exact: float | None = None  # a verifier's reward for an exact answer (accuracy = share of answers scoring it); None: no accuracy
+    group_by: str | None = None  # a prompt-row column to report per group (e.g. a category)
+    logp_batch_size: int = 8  # sequences per forward for the log-prob statistics
+    extra: dict = field(default_factory=dict)  # backend constructor arguments (e.g. vLLM's max_model_len)
+
 @dataclass
 class Config:
-    "A whole run: validated build sections plus pass-through sections for other stages"
+    "A whole run, every section typed"
     sources: list = field(default_factory=list)  # list[ModelSpec]
     target: ModelSpec | None = None
     reward: RewardSpec = field(default_factory=RewardSpec)
     build: BuildSpec = field(default_factory=BuildSpec)
-    train: dict = field(default_factory=dict)  # owned by the trainer notebook
-    eval: dict = field(default_factory=dict)  # owned by the evaluation notebook
-    pipeline: dict = field(default_factory=dict)  # owned by the pipelines
-    data: dict = field(default_factory=dict)  # owned by the data notebook
+    pipeline: PipelineSpec = field(default_factory=PipelineSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
     name: str = "wrpo"  # run name
     run_dir: str | None = None  # where the run writes; None -> runs/<name>
 
+_NESTED = {c.__name__: c for c in (RowsSpec, ProviderSpec, LauncherSpec, PipelineSpec, TrainSpec, EvalSpec, ModelSpec, RewardSpec, BuildSpec)}
+
 # %% ../nbs/00_config.ipynb #88eebec3
 def _allowed(tp):
-    "Runtime types allowed for annotation `tp` (a string under `from __future__ import annotations`)"
+    "Runtime types allowed for annotation `tp` (a string under `from __future__ import annotations`), its dataclass, optional?"
     hints = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,), "list": (list,)}
     opts = [t.strip() for t in str(tp).split("|")]
     out = tuple(x for o in opts for x in hints.get(o, ()))
-    return out, "None" in opts
+    return out, next((_NESTED[o] for o in opts if o in _NESTED), None), "None" in opts
 
 def _from_dict(cls, d, where):
-    "Build dataclass `cls` from dict `d`; errors name `where` and the key"
+    "Build dataclass `cls` from dict `d` (nested sections too); errors name `where` and the key"
     if isinstance(d, cls): return d
-    if not isinstance(d, dict): raise TypeError(f"{where}: expected a mapping, got {type(d).__name__}")
+    if not isinstance(d, dict): raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
     names = {f.name: f for f in fields(cls)}
     unknown = [k for k in d if k not in names]
-    if unknown: raise KeyError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    if unknown:
+        hint = {k: difflib.get_close_matches(k, names, 1) for k in unknown}
+        hint = "; ".join(f"{k!r}: did you mean {m[0]!r}?" for k, m in hint.items() if m)
+        raise ConfigError(f"{where}: unknown key(s) {unknown}{' (' + hint + ')' if hint else ''}; allowed: {sorted(names)}")
     kw = {}
     for k, v in d.items():
-        types_, opt = _allowed(names[k].type)
+        types_, sub, opt = _allowed(names[k].type)
         if v is None and opt: kw[k] = v; continue
+        if sub is not None: kw[k] = _from_dict(sub, v, f"{where}.{k}"); continue
         if types_ and (not isinstance(v, types_) or (isinstance(v, bool) and bool not in types_)):
-            raise TypeError(f"{where}.{k}: expected {names[k].type}, got {v!r}")
+            raise ConfigError(f"{where}.{k}: expected {names[k].type}, got {v!r}")
         kw[k] = float(v) if float in types_ and int in types_ and not isinstance(v, bool) else v
     missing = [f.name for f in fields(cls) if f.name not in kw and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
-    if missing: raise KeyError(f"{where}: missing required key(s) {missing}")
+    if missing: raise ConfigError(f"{where}: missing required key(s) {missing}")
     return cls(**kw)
 
 # %% ../nbs/00_config.ipynb #b9a92fbe
-def _check_model(m: ModelSpec, where):
-    if m.backend not in BACKENDS: raise ValueError(f"{where}.backend: {m.backend!r} is not one of {BACKENDS}")
-    if not m.name: raise ValueError(f"{where}.name: must be a non-empty string")
-    if m.backend == "openai" and not m.endpoint: raise ValueError(f"{where}.endpoint: required for backend 'openai'")
-    if m.backend != "openai" and not m.model: raise ValueError(f"{where}.model: required for backend {m.backend!r}")
-    if not 0 < m.top_p <= 1: raise ValueError(f"{where}.top_p: must be in (0, 1], got {m.top_p}")
-    if m.temperature < 0: raise ValueError(f"{where}.temperature: must be >= 0, got {m.temperature}")
-    for k in ("max_new_tokens", "batch_size", "max_concurrency", "tensor_parallel_size"):
-        if getattr(m, k) < 1: raise ValueError(f"{where}.{k}: must be >= 1, got {getattr(m, k)}")
-    if m.n is not None and m.n < 1: raise ValueError(f"{where}.n: must be >= 1, got {m.n}")
+_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+PROVIDED = "provided:"  # model entries `provided:NAME` name a model made available by `pipeline.models`
 
-def validate_config(cfg: Config) -> Config:
-    "Check values across sections; return `cfg`"
+def _check_model(m: ModelSpec, where):
+    if m.backend not in BACKENDS: raise ConfigError(f"{where}.backend: {m.backend!r} is not one of {BACKENDS}")
+    if not m.name: raise ConfigError(f"{where}.name: must be a non-empty string")
+    if m.backend == "openai" and not m.endpoint: raise ConfigError(f"{where}.endpoint: required for backend 'openai'")
+    if m.backend != "openai" and not m.model: raise ConfigError(f"{where}.model: required for backend {m.backend!r}")
+    if not 0 < m.top_p <= 1: raise ConfigError(f"{where}.top_p: must be in (0, 1], got {m.top_p}")
+    if m.temperature < 0: raise ConfigError(f"{where}.temperature: must be >= 0, got {m.temperature}")
+    for k in ("max_new_tokens", "batch_size", "max_concurrency", "tensor_parallel_size"):
+        if getattr(m, k) < 1: raise ConfigError(f"{where}.{k}: must be >= 1, got {getattr(m, k)}")
+    if m.n is not None and m.n < 1: raise ConfigError(f"{where}.n: must be >= 1, got {m.n}")
+
+def _check_rows(r: RowsSpec | None, where):
+    if r is None: return
+    if (r.path is None) == (r.call is None): raise ConfigError(f"{where}: give exactly one of 'path' (a file or dataset) or 'call' ('module:attr')")
+    if r.call is not None and ":" not in r.call: raise ConfigError(f"{where}.call: expected 'module:attr', got {r.call!r}")
+    if r.n is not None and r.n < 1: raise ConfigError(f"{where}.n: must be >= 1 (or null for every row), got {r.n}")
+
+def validate_config(cfg: Config, deep: bool = True) -> Config:
+    "Check values within and across sections; `deep` also builds every trainer config once (see `check_train`). Returns `cfg`."
     for i, s in enumerate(cfg.sources): _check_model(s, f"sources[{i}]")
     names = [s.name for s in cfg.sources]
     dup = sorted({x for x in names if names.count(x) > 1})
-    if dup: raise ValueError(f"sources: duplicate name(s) {dup}; source names are provenance ids and must be unique")
+    if dup: raise ConfigError(f"sources: duplicate name(s) {dup}; source names are provenance ids and must be unique")
     if cfg.target is not None: _check_model(cfg.target, "target")
-    r, b = cfg.reward, cfg.build
-    if r.kind not in REWARD_KINDS: raise ValueError(f"reward.kind: {r.kind!r} is not one of {REWARD_KINDS}")
+    provided = [f"{w}.model" for w, m in [(f"sources[{i}]", s) for i, s in enumerate(cfg.sources)] + [("target", cfg.target)]
+                if m is not None and m.model.startswith(PROVIDED)]
+    if provided and cfg.pipeline.models is None:
+        raise ConfigError(f"{provided[0]}: names a '{PROVIDED}NAME' model but pipeline.models names no provider")
+    r, b, p, t, e = cfg.reward, cfg.build, cfg.pipeline, cfg.train, cfg.eval
+    if r.kind not in REWARD_KINDS: raise ConfigError(f"reward.kind: {r.kind!r} is not one of {REWARD_KINDS}")
     if r.kind == "callable" and r.path and ":" not in r.path:
-        raise ValueError(f"reward.path: a callable is given as 'module:attr', got {r.path!r}")
-    if r.batch_size < 1: raise ValueError(f"reward.batch_size: must be >= 1, got {r.batch_size}")
-    if b.n < 1: raise ValueError(f"build.n: must be >= 1, got {b.n}")
-    if not 0 <= b.sft_fraction < 1: raise ValueError(f"build.sft_fraction: must be in [0, 1), got {b.sft_fraction}")
-    if b.shard_size < 1: raise ValueError(f"build.shard_size: must be >= 1, got {b.shard_size}")
-    if b.top_k < 1: raise ValueError(f"build.top_k: must be >= 1, got {b.top_k}")
-    if b.tie_policy not in TIE_POLICIES: raise ValueError(f"build.tie_policy: {b.tie_policy!r} is not one of {TIE_POLICIES}")
+        raise ConfigError(f"reward.path: a callable is given as 'module:attr', got {r.path!r}")
+    if r.batch_size < 1: raise ConfigError(f"reward.batch_size: must be >= 1, got {r.batch_size}")
+    if b.n < 1: raise ConfigError(f"build.n: must be >= 1, got {b.n}")
+    if not 0 <= b.sft_fraction < 1: raise ConfigError(f"build.sft_fraction: must be in [0, 1), got {b.sft_fraction}")
+    if b.shard_size < 1: raise ConfigError(f"build.shard_size: must be >= 1, got {b.shard_size}")
+    if b.top_k < 1: raise ConfigError(f"build.top_k: must be >= 1, got {b.top_k}")
+    if b.tie_policy not in TIE_POLICIES: raise ConfigError(f"build.tie_policy: {b.tie_policy!r} is not one of {TIE_POLICIES}")
+    _check_rows(p.prompts, "pipeline.prompts"); _check_rows(e.prompts, "eval.prompts")
+    if p.models is not None and ":" not in p.models.call: raise ConfigError(f"pipeline.models.call: expected 'module:attr', got {p.models.call!r}")
+    if not 0 <= p.heldout_fraction < 1: raise ConfigError(f"pipeline.heldout_fraction: must be in [0, 1), got {p.heldout_fraction}")
+    if not t.variants: raise ConfigError("train.variants: name at least one variant to train")
+    for v, kw in t.variants.items():
+        if not _NAME_RE.fullmatch(str(v)) or set(str(v)) == {"."}: raise ConfigError(f"train.variants: bad variant name {v!r} (letters, digits, _ . - only)")
+        if kw is not None and not isinstance(kw, dict): raise ConfigError(f"train.variants.{v}: expected a mapping of WRPOConfig arguments, got {kw!r}")
+    for v in p.logp_shift_models or []:
+        if v not in t.variants: raise ConfigError(f"pipeline.logp_shift_models: {v!r} is not a variant ({sorted(t.variants)})")
+    if t.save_steps < 1: raise ConfigError(f"train.save_steps: must be >= 1, got {t.save_steps}")
+    if t.launcher is not None:
+        if t.launcher.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ConfigError(f"train.launcher.mixed_precision: {t.launcher.mixed_precision!r} is not one of auto, no, bf16, fp16")
+        if t.launcher.num_processes is not None and t.launcher.num_processes < 1:
+            raise ConfigError(f"train.launcher.num_processes: must be >= 1, got {t.launcher.num_processes}")
+    if e.backend not in (None, "transformers", "vllm"): raise ConfigError(f"eval.backend: {e.backend!r} is not one of transformers, vllm (or null)")
+    bad = [m for m in e.models if m not in ("sources", "target", "target_sft", "variants")]
+    if bad: raise ConfigError(f"eval.models: unknown entries {bad}; allowed: sources, target, target_sft, variants")
+    for k in ("max_new_tokens", "batch_size", "logp_batch_size"):
+        if getattr(e, k) < 1: raise ConfigError(f"eval.{k}: must be >= 1, got {getattr(e, k)}")
+    if e.temperature < 0: raise ConfigError(f"eval.temperature: must be >= 0, got {e.temperature}")
+    if deep: check_train(cfg)
+    return cfg
+
+# %% ../nbs/00_config.ipynb #8ce95363
+def _field_kinds(tp) -> set:
+    "Scalar kinds named by a dataclass field annotation: {'float', 'int', 'bool', 'str', 'None', other names}"
+    return {re.sub(r"<class '([\w.]+)'>", r"\1", x).strip() for x in str(tp).split("|")}
+
+def _check_args(cls, kw: dict, where: str):
+    "Unknown keys and wrongly typed scalars in keyword arguments `kw` of HF/trl config dataclass `cls`"
+    flds = {f.name: f for f in fields(cls)}
+    for k, v in kw.items():
+        if k not in flds:
+            m = difflib.get_close_matches(k, flds, 1)
+            raise ConfigError(f"{where}.{k}: not a {cls.__name__} argument{f' (did you mean {m[0]!r}?)' if m else ''}")
+        kinds = _field_kinds(flds[k].type)
+        if v is None:
+            if "None" not in kinds and "Optional" not in str(flds[k].type): raise ConfigError(f"{where}.{k}: must not be null")
+            continue
+        scalar = kinds - {"None"}
+        if not scalar or not scalar <= {"float", "int", "bool", "str"}: continue   # enums, unions with objects: the class checks
+        ok = (("float" in scalar and isinstance(v, (int, float)) and not isinstance(v, bool)) or
+              ("int" in scalar and isinstance(v, int) and not isinstance(v, bool)) or
+              ("bool" in scalar and isinstance(v, bool)) or ("str" in scalar and isinstance(v, str)))
+        if not ok: raise ConfigError(f"{where}.{k}: expected {' or '.join(sorted(scalar))}, got {v!r}")
+
+def _check_ranges(kw: dict, where: str, preference: bool):
+    "The ranges a run needs: positive learning rate, steps or epochs, batch sizes; positive beta/tau for preference variants"
+    pos = ["learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps"] + (["beta"] if preference else [])
+    if preference and kw.get("loss_type") == "ipo": pos.append("tau")
+    for k in pos:
+        if k in kw and not kw[k] > 0: raise ConfigError(f"{where}.{k}: must be > 0, got {kw[k]}")
+    if kw.get("max_steps", -1) in (None, -1) and not kw.get("num_train_epochs", 1) > 0:
+        raise ConfigError(f"{where}.num_train_epochs: must be > 0 (or set max_steps > 0), got {kw.get('num_train_epochs')}")
+    if kw.get("max_steps", -1) not in (None, -1) and not kw["max_steps"] > 0:
+        raise ConfigError(f"{where}.max_steps: must be > 0 (or -1 to train num_train_epochs), got {kw['max_steps']}")
+    if preference and not 0 <= kw.get("alpha", 0.1) <= 1: raise ConfigError(f"{where}.alpha: must lie in [0, 1], got {kw['alpha']}")
+
+def device_defaults() -> dict:
+    "Trainer settings that follow the hardware: bf16 and gradient checkpointing where CUDA is, plain fp32 on a CPU"
+    import torch
+    cuda = torch.cuda.is_available()
+    return dict(bf16=cuda and torch.cuda.is_bf16_supported(), gradient_checkpointing=cuda, use_cpu=not cuda)
+
+def sft_kwargs(cfg: Config) -> dict:
+    "The SFT stage's `SFTConfig` arguments: the paper's defaults updated by `train.sft`"
+    return {**SFT_DEFAULTS, **cfg.train.sft}
+
+def variant_kwargs(cfg: Config, name: str) -> dict:
+    "`WRPOConfig` arguments of variant `name`: the paper's defaults, then `train.common`, then the variant's own"
+    if name not in cfg.train.variants: raise ConfigError(f"unknown variant {name!r}; configured: {sorted(cfg.train.variants)}")
+    return {**COMMON_DEFAULTS, **cfg.train.common, **(cfg.train.variants[name] or {})}
+
+def check_train(cfg: Config) -> Config:
+    "Build trl's `SFTConfig` and every variant's `WRPOConfig` once, so a bad value fails now, naming its key, not after hours of work"
+    import tempfile, warnings
+    from trl import SFTConfig
+    from wrpo.trainer import WRPOConfig
+    out = tempfile.gettempdir()
+    checks = [("train.sft", SFTConfig, {**device_defaults(), **sft_kwargs(cfg)}, False)] + [
+        (f"train.variants.{v}", WRPOConfig, variant_kwargs(cfg, v), True) for v in cfg.train.variants]
+    for where, cls, kw, pref in checks:
+        where_c = where if not pref else f"{where} (with train.common)"
+        _check_args(cls, kw, where_c); _check_ranges(kw, where_c, pref)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cls(**{**kw, "output_dir": out, "report_to": "none"})
+        except (ValueError, TypeError) as err: raise ConfigError(f"{where_c}: {err}") from None
     return cfg
 
 # %% ../nbs/00_config.ipynb #d293706a
@@ -199,43 +377,48 @@ class _Loader(yaml.SafeLoader): "SafeLoader that also reads 1e-6 (no dot) as a f
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
     r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)$"), list("-+0123456789."))
 
-def config_from_dict(d: dict) -> Config:
-    "Validated `Config` from a plain dict"
+def config_from_dict(d: dict, deep: bool = True) -> Config:
+    "Validated `Config` from a plain dict (`deep`: also build every trainer config once)"
     d = dict(d or {})
     unknown = [k for k in d if k not in _SECTIONS]
-    if unknown: raise KeyError(f"config: unknown top-level key(s) {unknown}; allowed: {sorted(_SECTIONS)}")
+    if unknown: raise ConfigError(f"config: unknown top-level key(s) {unknown}; allowed: {sorted(_SECTIONS)}")
     srcs = d.get("sources") or []
-    if not isinstance(srcs, list): raise TypeError("sources: expected a list of model entries")
+    if not isinstance(srcs, list): raise ConfigError("sources: expected a list of model entries")
+    sec = lambda cls, k: _from_dict(cls, d.get(k) or {}, k)
     cfg = Config(
         sources=[_from_dict(ModelSpec, s, f"sources[{i}]") for i, s in enumerate(srcs)],
         target=None if d.get("target") is None else _from_dict(ModelSpec, d["target"], "target"),
-        reward=_from_dict(RewardSpec, d.get("reward") or {}, "reward"),
-        build=_from_dict(BuildSpec, d.get("build") or {}, "build"))
-    for k in ("train", "eval", "pipeline", "data"):
-        v = d.get(k) or {}
-        if not isinstance(v, dict): raise TypeError(f"{k}: expected a mapping, got {type(v).__name__}")
-        setattr(cfg, k, copy.deepcopy(v))
+        reward=sec(RewardSpec, "reward"), build=sec(BuildSpec, "build"), pipeline=sec(PipelineSpec, "pipeline"),
+        train=sec(TrainSpec, "train"), eval=sec(EvalSpec, "eval"))
     if "name" in d: cfg.name = str(d["name"])
     if d.get("run_dir") is not None: cfg.run_dir = str(d["run_dir"])
-    return validate_config(cfg)
+    return validate_config(cfg, deep)
 
-def load_config(path_or_dict, overrides=None) -> Config:
-    "Load a `Config` from a YAML path, a dict or a `Config`, applying dotted `overrides`"
-    if isinstance(path_or_dict, Config): d = config_to_dict(path_or_dict)
-    elif isinstance(path_or_dict, dict): d = path_or_dict
+def load_config(path_or_dict, overrides=None, deep: bool = True) -> Config:
+    "Load a validated `Config` from a YAML path, a dict or a `Config`, applying dotted `overrides`; errors name the file and the key"
+    if isinstance(path_or_dict, Config): d, src = config_to_dict(path_or_dict), None
+    elif isinstance(path_or_dict, dict): d, src = path_or_dict, None
     else:
-        p = Path(path_or_dict)
-        if not p.exists(): raise FileNotFoundError(f"config file not found: {p}")
-        d = yaml.load(p.read_text(), Loader=_Loader) or {}
-        if not isinstance(d, dict): raise TypeError(f"{p}: the top level must be a mapping")
-    return config_from_dict(apply_overrides(d, overrides))
+        src = Path(path_or_dict)
+        if not src.exists(): raise FileNotFoundError(f"config file not found: {src}")
+        try: d = yaml.load(src.read_text(), Loader=_Loader) or {}
+        except yaml.YAMLError as e: raise ConfigError(f"{src}: not valid YAML: {e}") from None
+        if not isinstance(d, dict): raise ConfigError(f"{src}: the top level must be a mapping")
+    try: return config_from_dict(apply_overrides(d, overrides), deep)
+    except (ConfigError, KeyError, TypeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        raise ConfigError(f"{src}: {msg}" if src else msg) from None
 
 def config_to_dict(cfg: Config) -> dict:
     "Plain-dict form of `cfg` (round-trips through `load_config`)"
     return asdict(cfg)
 
 def save_config(cfg: Config, path) -> Path:
-    "Write `cfg` as YAML to `path`"
+    "Write `cfg` as YAML to `path` atomically (a temporary file renamed), unchanged files untouched"
+    import os, uuid
     p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    if p.exists() and p.read_text() == text: return p
+    tmp = p.with_name(f".{p.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text); os.replace(tmp, p)
     return p

@@ -107,6 +107,10 @@ def read_rows(source,            # Dataset/DatasetDict, list, DataFrame, save_to
     if isinstance(source, Dataset): return source.to_list()
     if isinstance(source, (list, tuple)): return list(source)
     if hasattr(source, "to_dict") and hasattr(source, "columns"): return source.to_dict(orient="records")  # pandas
+    if str(source).startswith("hf://"):   # a file in a hub repository, e.g. hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.json
+        kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(Path(str(source)).suffix.lower())
+        if kind is None: raise ValueError(f"unsupported file type for {source}: use .json, .jsonl or .parquet")
+        return datasets.load_dataset(kind, data_files=str(source), split="train").to_list()
     p = Path(source)
     if p.is_dir(): return read_rows(datasets.load_from_disk(str(p)), split)
     suf = p.suffix.lower()

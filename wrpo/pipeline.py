@@ -6,79 +6,66 @@ Docs: https://wrpo-dev.github.io/wrpo/pipeline.html.md"""
 
 # %% ../nbs/10_pipeline.ipynb #cf7a6068
 from __future__ import annotations
-import copy, json, os, re, shutil, tempfile, time, uuid
+import copy, json, os, shutil, subprocess, sys, tempfile, time, uuid
+from dataclasses import replace
 from pathlib import Path
 import torch
-from datasets import Dataset, load_from_disk
+from datasets import load_from_disk
 
-from .config import Config, load_config, config_to_dict, save_config
+from .config import (Config, ConfigError, ModelSpec, RowsSpec, PROVIDED, load_config, save_config, sft_kwargs,
+                         variant_kwargs, device_defaults)
 from .data import load_quadruples
 
 # %% auto #0
-__all__ = ['PIPELINE_DEFAULTS', 'TRAIN_DEFAULTS', 'EVAL_DEFAULTS', 'settings', 'resolve_models', 'load_lm', 'Run',
-           'train_variant', 'validate_run', 'config_path']
+__all__ = ['import_object', 'load_rows', 'eval_prompts', 'resolve_models', 'default_device', 'load_lm', 'accelerate_config_path',
+           'launch_command', 'Run', 'hardware_kwargs', 'sft_stage', 'train_variant', 'validate_run', 'config_path']
 
 # %% ../nbs/10_pipeline.ipynb #f67a0c4b
-PIPELINE_DEFAULTS = dict(
-    world=None,              # {"size": "ci"|"demo", "seed": 0}: build the offline miniature and resolve "toyworld:NAME" models
-    prompts=dict(source="toyworld", n=300, seed=0, mix="all"),  # or {"path": ..., "split": "train"}: any prompt data
-    heldout_fraction=0.15,   # share of quadruples held out for internal-reward accuracy and log-prob shift
-    heldout_seed=0,
-    reuse_from=None,         # an earlier run whose build/ and models/target_sft are reused (e.g. for alpha sweeps)
-    logp_shift_models=["dpo", "wrpo"],  # trained variants whose log-prob shift is measured against Target-SFT
-)
-TRAIN_DEFAULTS = dict(
-    sft=dict(learning_rate=7e-6, num_train_epochs=1, per_device_train_batch_size=8, lr_scheduler_type="cosine", warmup_steps=0.1),
-    common=dict(beta=0.01, learning_rate=3e-7, num_train_epochs=1, per_device_train_batch_size=8, lr_scheduler_type="cosine",
-                warmup_steps=0.1, max_length=2048, precompute_ref_log_probs=True, seed=0),
-    variants={"dpo": dict(alpha=0.0, alpha_schedule="static"), "wrpo": dict(alpha=0.1, alpha_schedule="dynamic")},
-    launcher=None,           # None: train in this process; {"accelerate_config": "configs/accelerate/deepspeed_zero3.yaml"}
-    save_steps=50,           # checkpoint every this many optimiser steps (resume after a crash)
-)
-EVAL_DEFAULTS = dict(
-    source="toyworld",       # held-out prompts: "toyworld" (its verifier) or {"path": ...} judged by the reward scorer
-    n_per_skill=50, seed=10_000, max_new_tokens=32, batch_size=64, temperature=0.0,
-    models=["sources", "target", "target_sft", "variants"],
-    exact=1.0,               # a verifier's reward for an exact answer (accuracy = share of answers scoring this); None for RMs
-    logp_batch_size=16,
-)
+def import_object(path:str):
+    "The object at 'module:attr' (attr may be dotted); errors name what is missing."
+    from wrpo.rewards import import_string
+    return import_string(path)
 
-def _merge(defaults, given, where):
-    unknown = [k for k in (given or {}) if k not in defaults]
-    if unknown: raise KeyError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(defaults)}")
-    out = copy.deepcopy(defaults)
-    for k, v in (given or {}).items():
-        out[k] = ({**out[k], **v} if isinstance(out[k], dict) and isinstance(v, dict) and k not in ("variants",) else v)
-    return out
+def load_rows(spec:RowsSpec, where:str="rows")->list:
+    "Rows of a `RowsSpec`: read from `path` or returned by `call(**kwargs)`; the first `n` if `n` is set."
+    from wrpo.data import read_rows
+    rows = import_object(spec.call)(**spec.kwargs) if spec.call else read_rows(spec.path, spec.split)
+    if not isinstance(rows, list): rows = list(rows)
+    if not rows: raise ConfigError(f"{where}: {spec.path or spec.call} gave no rows")
+    return rows[:spec.n] if spec.n else rows
 
-def settings(cfg:Config)->dict:
-    "The pipeline, train and eval settings of `cfg`, defaults filled in and unknown keys rejected."
-    s = dict(pipeline=_merge(PIPELINE_DEFAULTS, cfg.pipeline, "pipeline"), train=_merge(TRAIN_DEFAULTS, cfg.train, "train"),
-             eval=_merge(EVAL_DEFAULTS, cfg.eval, "eval"))
-    if not s["train"]["variants"]: raise ValueError("train.variants: name at least one variant to train")
-    for name in s["train"]["variants"]:
-        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name): raise ValueError(f"train.variants: bad variant name {name!r} (letters, digits, _ . - only)")
-    if not 0 <= s["pipeline"]["heldout_fraction"] < 1: raise ValueError("pipeline.heldout_fraction must lie in [0, 1)")
-    return s
+def eval_prompts(spec:RowsSpec, group_by:str|None=None)->tuple:
+    "(chat-message prompts, metadata rows) of held-out rows in any prompt schema (`prompt`, AlpacaEval's `instruction`, ...)."
+    from wrpo.build import normalize_prompt
+    rows = load_rows(spec, "eval.prompts")
+    prompts = [normalize_prompt(r, i, spec.field) for i, r in enumerate(rows)]
+    if group_by and not all(isinstance(r, dict) and group_by in r for r in rows):
+        miss = next(i for i, r in enumerate(rows) if not (isinstance(r, dict) and group_by in r))
+        raise ConfigError(f"eval.group_by: row {miss} of {spec.path or spec.call} has no column {group_by!r}")
+    return prompts, [r if isinstance(r, dict) else {} for r in rows]
 
-# %% ../nbs/10_pipeline.ipynb #3b544e3f
-def resolve_models(cfg:Config, zoo:dict)->Config:
-    "A copy of `cfg` whose `toyworld:NAME` model fields are replaced by the zoo's paths."
+def resolve_models(cfg:Config, provided:dict)->Config:
+    "A copy of `cfg` whose `provided:NAME` model fields are replaced by the provider's paths."
     cfg = copy.deepcopy(cfg)
     for spec in list(cfg.sources) + ([cfg.target] if cfg.target else []):
-        if spec.model.startswith("toyworld:"):
-            name = spec.model.split(":", 1)[1]
-            if name not in zoo: raise KeyError(f"model {spec.model!r} of {spec.name!r}: the toy world has {sorted(zoo)}")
-            spec.model = str(zoo[name])
+        if spec.model.startswith(PROVIDED):
+            name = spec.model[len(PROVIDED):]
+            if name not in provided: raise ConfigError(f"model {spec.model!r} of {spec.name!r}: pipeline.models provides {sorted(provided)}")
+            spec.model = str(provided[name])
     return cfg
 
-def load_lm(path, device=None):
-    "A causal LM and its tokenizer from a local directory (nothing is downloaded unless the path is a hub id)."
+def default_device()->str:
+    "Where in-process stages put a model: the accelerator when there is one."
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+def load_lm(path, device:str|None=None, dtype="auto"):
+    "A causal LM on `device` (default: the accelerator if present) and its tokenizer, from a local directory or hub id."
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    p = Path(str(path))
+    if not p.exists() and (p.is_absolute() or str(path).startswith((".", "~"))): raise FileNotFoundError(f"model directory not found: {p}")
     tok = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModelForCausalLM.from_pretrained(str(path))
-    if device: model.to(device)
-    return model, tok
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    return model.to(device or default_device()), tok
 
 # %% ../nbs/10_pipeline.ipynb #bc45a25b
 def _atomic_dir(final:Path, write):
@@ -101,88 +88,90 @@ def _write_json(path, obj):
 
 def _read_json(path): return json.loads(Path(path).read_text())
 
+def accelerate_config_path(name_or_path)->Path:
+    "An accelerate config: a path as given, or a config shipped in wrpo.configs/accelerate."
+    p = Path(name_or_path)
+    if p.exists(): return p.resolve()
+    from importlib.resources import files
+    for f in (files("wrpo.configs") / p.name, files("wrpo.configs") / "accelerate" / p.name):
+        if f.is_file(): return Path(str(f))
+    raise ConfigError(f"train.launcher.accelerate_config: {p} not found (nor shipped in wrpo.configs/accelerate)")
+
+def launch_command(launcher, *args)->list:
+    "The `accelerate launch ... -m wrpo.cli ARGS` command line of a `LauncherSpec`."
+    mp = launcher.mixed_precision
+    if mp == "auto": mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config_path(launcher.accelerate_config)),
+           "--mixed_precision", mp]
+    if launcher.num_processes: cmd += ["--num_processes", str(launcher.num_processes)]
+    return cmd + [str(a) for a in launcher.extra_args] + ["-m", "wrpo.cli", *map(str, args)]
+
+# %% ../nbs/10_pipeline.ipynb #fdf70a07
 class Run:
-    "A pipeline run: the resolved config, its settings and its run directory, with one method per stage."
+    "A pipeline run: the validated config and its run directory, with one method per stage."
     def __init__(self, config, run_dir=None, overrides=None):
         self.cfg = load_config(config, overrides)
-        self.s = settings(self.cfg)
         self.dir = Path(run_dir or self.cfg.run_dir or f"runs/{self.cfg.name}").resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.timings = _read_json(self.p("timings.json")) if self.p("timings.json").exists() else {}
-        self.zoo, self._rcfg = {}, None
+        self.timings = _read_json(self.path("timings.json")) if self.path("timings.json").exists() else {}
+        self._resolved = None
+        save_config(self.cfg, self.path("config.yaml"))
 
-    def p(self, *parts)->Path: return self.dir.joinpath(*parts)
+    def path(self, *parts)->Path: return self.dir.joinpath(*parts)
+    def _time(self, key, t0): self.timings[key] = round(time.time() - t0, 2); _write_json(self.path("timings.json"), self.timings)
+
+    # -- models ----------------------------------------------------------------------------------------------
+    def provide_models(self)->dict:
+        "Call `pipeline.models` (if set): it makes its models available and returns name -> path (written to models.json)."
+        pm = self.cfg.pipeline.models
+        if pm is None: return {}
+        t0 = time.time()
+        provided = {k: str(v) for k, v in import_object(pm.call)(**pm.kwargs).items()}
+        _write_json(self.path("models.json"), provided)
+        self._resolved = resolve_models(self.cfg, provided)
+        self._time("models", t0)
+        return provided
 
     @property
-    def rcfg(self)->Config:
-        "The config with its models resolved (builds or loads the miniature's zoo on first use)."
-        if self._rcfg is None: self.world()
-        return self._rcfg
-    def _time(self, key, t0): self.timings[key] = round(time.time() - t0, 2); _write_json(self.p("timings.json"), self.timings)
-
-    # -- world -------------------------------------------------------------------------------------------------
-    def world(self)->dict:
-        "Build (or load from cache) the offline miniature's model zoo and resolve `toyworld:` models."
-        w = self.s["pipeline"]["world"]
-        if w is None:
-            self._rcfg = self.cfg; save_config(self.cfg, self.p("config.yaml"))
-            return {}
-        from wrpo.toyworld import build_zoo
-        t0 = time.time()
-        self.zoo = build_zoo(size=w.get("size", "ci"), seed=w.get("seed", 0), cache_dir=w.get("cache_dir"), progress=True)
-        _write_json(self.p("zoo.json"), self.zoo)
-        self._rcfg = resolve_models(self.cfg, self.zoo)
-        save_config(self._rcfg, self.p("config.yaml"))
-        self._time("world", t0)
-        return self.zoo
+    def resolved(self)->Config:
+        "The config with `provided:NAME` models replaced by paths (calls the provider on first use)."
+        if self._resolved is None:
+            if self.path("models.json").exists(): self._resolved = resolve_models(self.cfg, _read_json(self.path("models.json")))
+            elif self.cfg.pipeline.models is not None: self.provide_models()
+            else: self._resolved = self.cfg
+        return self._resolved
 
     def _reuse(self):
-        src = self.s["pipeline"]["reuse_from"]
+        src = self.cfg.pipeline.reuse_from
         if not src: return
         src = Path(src)
         for part in ("build", "models/target_sft"):
-            if not self.p(part).exists():
+            if not self.path(part).exists():
                 if not (src / part).exists(): raise FileNotFoundError(f"pipeline.reuse_from: {src / part} does not exist")
-                _atomic_dir(self.p(part), lambda tmp: shutil.copytree(src / part, tmp))
-
-    # -- prompts -----------------------------------------------------------------------------------------------
-    def prompts(self)->list:
-        "Training prompts: toy-world rows (with `skill`) or rows read from a file/dataset."
-        ps = self.s["pipeline"]["prompts"]
-        if ps.get("source") == "toyworld" and "path" not in ps:
-            from wrpo.toyworld import make_prompts
-            return make_prompts(ps.get("mix", "all"), ps.get("n", 300), seed=ps.get("seed", 0))
-        from wrpo.data import read_rows
-        rows = read_rows(ps["path"], ps.get("split", "train"))
-        return rows[:ps["n"]] if ps.get("n") else rows
+                _atomic_dir(self.path(part), lambda tmp: shutil.copytree(src / part, tmp))
 
     # -- build: sources, SFT data ------------------------------------------------------------------------------
     def sources(self)->dict:
         "Source stage (sample K sources x N, score, pick y_ws with provenance) and the SFT split's data."
         from wrpo.build import build_sources, write_sft
         self._reuse()
-        if self.p("build", "sft_stats.json").exists(): return _read_json(self.p("build", "sft_stats.json"))
+        if self.path("build", "sft_stats.json").exists(): return _read_json(self.path("build", "sft_stats.json"))
+        if self.cfg.pipeline.prompts is None: raise ConfigError("pipeline.prompts: the config names no prompts to build data from")
         t0 = time.time()
-        build_sources(self.rcfg, self.prompts(), self.p("build"))
-        st = write_sft(self.rcfg, self.p("build"))
+        build_sources(self.resolved, load_rows(self.cfg.pipeline.prompts, "pipeline.prompts"), self.path("build"))
+        st = write_sft(self.resolved, self.path("build"))
         self._time("sources", t0)
         return st
 
     # -- Target-SFT --------------------------------------------------------------------------------------------
     def sft(self)->Path:
-        "Fine-tune the target on (x, y_ws) of the SFT third: Target-SFT."
-        from wrpo.trainer import sft_train
-        out = self.p("models", "target_sft")
+        "Fine-tune the target on (x, y_ws) of the SFT third: Target-SFT (in this process or under the launcher)."
+        out = self.path("models", "target_sft")
         if out.exists(): return out
         t0 = time.time()
-        model, tok = load_lm(self.rcfg.target.model)
-        ds = load_from_disk(str(self.p("build", "sft")))
-        kw = dict(self.s["train"]["sft"])
-        def write(tmp):
-            tr = sft_train(model, tok, ds, str(self.p("checkpoints", "target_sft")), **kw)
-            tr.save_model(str(tmp)); tok.save_pretrained(str(tmp))
-            _write_json(self.p("logs", "target_sft.json"), tr.state.log_history)
-        _atomic_dir(out, write)
+        self.resolved  # provider paths are resolved (models.json) before a launched process reads them
+        if self.cfg.train.launcher: subprocess.run(launch_command(self.cfg.train.launcher, "train-sft", self.dir), check=True)
+        else: sft_stage(self)
         self._time("sft", t0)
         return out
 
@@ -190,133 +179,129 @@ class Run:
     def targets(self)->dict:
         "Target stage: Target-SFT samples N per preference prompt, y_wt = best, y_l = worst; then the quadruples."
         from wrpo.build import build_targets, merge_shards
-        if self.p("build", "stats.json").exists() and self.p("build", "quadruples").exists():
-            st = _read_json(self.p("build", "stats.json"))
+        if self.path("build", "stats.json").exists() and self.path("build", "quadruples").exists():
+            st = _read_json(self.path("build", "stats.json"))
         else:
             t0 = time.time()
-            build_targets(self.rcfg, self.p("build"), str(self.p("models", "target_sft")))
-            st = merge_shards(self.rcfg, self.p("build"))
+            build_targets(self.resolved, self.path("build"), str(self.path("models", "target_sft")))
+            st = merge_shards(self.resolved, self.path("build"))
             self._time("targets", t0)
         self.split_heldout()
         return st
 
     def split_heldout(self):
         "Hold out a seeded share of the quadruples (internal-reward accuracy, log-prob shift); train on the rest."
-        if self.p("data", "train").exists(): return
-        q = load_quadruples(str(self.p("build", "quadruples")))
-        f, seed = self.s["pipeline"]["heldout_fraction"], self.s["pipeline"]["heldout_seed"]
+        if self.path("data", "train").exists(): return
+        q = load_quadruples(str(self.path("build", "quadruples")))
+        f, seed = self.cfg.pipeline.heldout_fraction, self.cfg.pipeline.heldout_seed
         n_h = int(round(len(q) * f))
         idx = torch.randperm(len(q), generator=torch.Generator().manual_seed(seed)).tolist()
         held, train = sorted(idx[:n_h]), sorted(idx[n_h:])
-        _atomic_dir(self.p("data", "heldout"), lambda t: q.select(held).save_to_disk(str(t)))
-        _atomic_dir(self.p("data", "train"), lambda t: q.select(train).save_to_disk(str(t)))
+        _atomic_dir(self.path("data", "heldout"), lambda t: q.select(held).save_to_disk(str(t)))
+        _atomic_dir(self.path("data", "train"), lambda t: q.select(train).save_to_disk(str(t)))
 
     # -- preference training -------------------------------------------------------------------------------------
     def variant_args(self, name:str)->dict:
-        "WRPOConfig keyword arguments of variant `name` (common settings, then the variant's own)."
-        tr = self.s["train"]
-        if name not in tr["variants"]: raise KeyError(f"unknown variant {name!r}; configured: {sorted(tr['variants'])}")
-        kw = {**tr["common"], **(tr["variants"][name] or {})}
+        "WRPOConfig keyword arguments of variant `name`: defaults, `train.common`, the variant's own, and the run's paths."
+        kw = variant_kwargs(self.cfg, name)
         kw.setdefault("logging_steps", 1)
-        kw.update(output_dir=str(self.p("checkpoints", name)), save_strategy="steps", save_steps=tr["save_steps"],
+        kw.update(output_dir=str(self.path("checkpoints", name)), save_strategy="steps", save_steps=self.cfg.train.save_steps,
                   save_total_limit=1, report_to="none")
         return kw
 
     def train(self, name:str)->Path:
         "Train variant `name` from Target-SFT on the training quadruples (resumes from its last checkpoint)."
-        out = self.p("models", name)
+        out = self.path("models", name)
         if out.exists(): return out
         t0 = time.time()
-        launcher = self.s["train"]["launcher"]
-        if launcher:  # e.g. DeepSpeed ZeRO-3 on a GPU node: the same code in `wrpo train-variant`, under accelerate launch
-            import subprocess, sys
-            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", launcher["accelerate_config"],
-                   "-m", "wrpo.cli", "train-variant", str(self.dir), name]
-            subprocess.run(cmd, check=True)
-        else:
-            train_variant(self, name)
+        if self.cfg.train.launcher:  # e.g. DeepSpeed ZeRO-3 across GPUs: the same code in `wrpo train-variant`, under accelerate launch
+            subprocess.run(launch_command(self.cfg.train.launcher, "train-variant", self.dir, name), check=True)
+        else: train_variant(self, name)
         self._time(f"train/{name}", t0)
         return out
-
     # -- evaluation ----------------------------------------------------------------------------------------------
-    def eval_rows(self)->list:
-        e = self.s["eval"]
-        if e["source"] == "toyworld":
-            from wrpo.toyworld import eval_rows
-            return eval_rows(e["n_per_skill"], seed=e["seed"])
-        from wrpo.data import read_rows
-        src = e["source"]
-        return read_rows(src["path"], src.get("split", "test"))
-
     def scorer(self):
         from wrpo.rewards import load_scorer
-        return load_scorer(self.rcfg.reward)
+        return load_scorer(self.resolved.reward)
 
     def model_paths(self)->dict:
         "Every model the evaluation compares: sources, target, Target-SFT and the trained variants."
-        want, paths = self.s["eval"]["models"], {}
-        if "sources" in want: paths.update({s.name: s.model for s in self.rcfg.sources})
-        if "target" in want: paths["target"] = self.rcfg.target.model
-        if "target_sft" in want: paths["target_sft"] = str(self.p("models", "target_sft"))
-        if "variants" in want: paths.update({v: str(self.p("models", v)) for v in self.s["train"]["variants"]})
+        want, paths, r = self.cfg.eval.models, {}, self.resolved
+        if "sources" in want: paths.update({s.name: s.model for s in r.sources})
+        if "target" in want: paths["target"] = r.target.model
+        if "target_sft" in want: paths["target_sft"] = str(self.path("models", "target_sft"))
+        if "variants" in want: paths.update({v: str(self.path("models", v)) for v in self.cfg.train.variants})
         return paths
 
+    def eval_spec(self, name:str, path)->ModelSpec:
+        "How model `name` answers held-out prompts: a source keeps its own backend (e.g. an API); local models use `eval.backend`."
+        e, r = self.cfg.eval, self.resolved
+        src = next((s for s in r.sources if s.name == name), None)
+        base = src or r.target
+        backend = base.backend if src is not None else (e.backend or (r.target.backend if r.target.backend != "openai" else "transformers"))
+        return replace(base, name=name, model=str(path), backend=backend, n=1, temperature=e.temperature, top_p=1.0,
+                       max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=e.seed,
+                       extra={**(base.extra if backend == base.backend else {}), **e.extra})
+
     def evaluate(self, name:str, path)->dict:
-        "Greedy answers of model `name` on the held-out prompts, judged by the reward (verifier): eval/<name>.json."
-        out = self.p("eval", f"{name}.json")
+        "Answers of model `name` on the held-out prompts (the configured backend), judged by the reward: eval/<name>.json."
+        out = self.path("eval", f"{name}.json")
         if out.exists(): return _read_json(out)
-        from wrpo.evaluate import evaluate_model
-        e, t0 = self.s["eval"], time.time()
-        model, tok = load_lm(path)
-        res = evaluate_model(model, tok, self.eval_rows(), self.scorer(), max_new_tokens=e["max_new_tokens"],
-                             batch_size=e["batch_size"], temperature=e["temperature"], exact=e["exact"], name=name)
-        res["seconds"] = round(time.time() - t0, 2)
+        from wrpo.evaluate import judge_answers
+        from wrpo.sampling import load_sampler
+        e, t0 = self.cfg.eval, time.time()
+        prompts, meta = eval_prompts(e.prompts, e.group_by)
+        with load_sampler(self.eval_spec(name, path)) as smp: answers = [a[0] for a in smp.generate(prompts, 1, seed=e.seed)]
+        with self.scorer() as sc:
+            res = judge_answers(answers, prompts, sc, meta=meta if e.group_by else None, group_key=e.group_by, exact=e.exact)
+        res.update(answers=answers, seconds=round(time.time() - t0, 2))
         _write_json(out, res)
         return res
 
     def internal(self)->dict:
         "Internal-reward accuracies (hybrid, on-policy, weighted) on held-out quadruples, and the log-prob shift."
-        out = self.p("eval", "internal.json")
+        out = self.path("eval", "internal.json")
         if out.exists(): return _read_json(out)
         from wrpo.evaluate import quad_logps, internal_reward_accuracy
-        held = load_from_disk(str(self.p("data", "heldout"))).to_list()
-        bs = self.s["eval"]["logp_batch_size"]
+        held = load_from_disk(str(self.path("data", "heldout"))).to_list()
+        bs = self.cfg.eval.logp_batch_size
         if not held: return {}
-        sft, tok = load_lm(self.p("models", "target_sft"))
+        sft, tok = load_lm(self.path("models", "target_sft"))
         ref = quad_logps(sft, tok, held, bs)
+        del sft
+        keep = self.cfg.pipeline.logp_shift_models
         res = dict(internal={}, logp_shift={"target_sft": {f: ref[f]["logps_per_token"] for f in ref}},
-                   source_id=[r.get("source_id") for r in held], skill=[r.get("skill") for r in held])
-        for v in self.s["train"]["variants"]:
-            m, _ = load_lm(self.p("models", v))
+                   source_id=[r.get("source_id") for r in held], group=[r.get(self.cfg.eval.group_by) for r in held] if self.cfg.eval.group_by else None)
+        for v in self.cfg.train.variants:
+            m, _ = load_lm(self.path("models", v))
             pol = quad_logps(m, tok, held, bs)
-            a = self.variant_args(v)
-            alpha = a.get("alpha", 0.1)
-            res["internal"][v] = internal_reward_accuracy(pol, ref, tok, held, beta=1.0, alpha=alpha)
-            if v in self.s["pipeline"]["logp_shift_models"]: res["logp_shift"][v] = {f: pol[f]["logps_per_token"] for f in pol}
+            del m
+            res["internal"][v] = internal_reward_accuracy(pol, ref, tok, held, beta=1.0, alpha=self.variant_args(v)["alpha"])
+            if keep is None or v in keep: res["logp_shift"][v] = {f: pol[f]["logps_per_token"] for f in pol}
         _write_json(out, res)
         return res
 
     def results(self)->dict:
         "Collect everything into results.json and a Markdown results table."
         from wrpo.plots import results_table
-        models = {n: _read_json(self.p("eval", f"{n}.json")) for n in self.model_paths() if self.p("eval", f"{n}.json").exists()}
+        models = {n: _read_json(self.path("eval", f"{n}.json")) for n in self.model_paths() if self.path("eval", f"{n}.json").exists()}
         summ = {n: {k: v for k, v in r.items() if k in ("overall", "groups", "seconds")} for n, r in models.items()}
-        internal = _read_json(self.p("eval", "internal.json")).get("internal", {}) if self.p("eval", "internal.json").exists() else {}
-        res = dict(name=self.cfg.name, run_dir=str(self.dir), world=self.s["pipeline"]["world"], models=summ, internal=internal,
+        internal = _read_json(self.path("eval", "internal.json")).get("internal", {}) if self.path("eval", "internal.json").exists() else {}
+        rd = lambda f: _read_json(self.path("build", f)) if self.path("build", f).exists() else None
+        res = dict(name=self.cfg.name, run_dir=str(self.dir), models=summ, internal=internal,
                    variants={v: {k: self.variant_args(v).get(k) for k in ("alpha", "alpha_schedule", "loss_type", "beta", "nll_coef")}
-                             for v in self.s["train"]["variants"]},
-                   build=_read_json(self.p("build", "stats.json")) if self.p("build", "stats.json").exists() else None,
-                   sft=_read_json(self.p("build", "sft_stats.json")) if self.p("build", "sft_stats.json").exists() else None,
-                   timings=self.timings)
-        _write_json(self.p("results.json"), res)
-        self.p("results.md").write_text(results_table({n: {k: r[k] for k in ("overall", "groups") if k in r} for n, r in summ.items()}))
+                             for v in self.cfg.train.variants},
+                   build=rd("stats.json"), sft=rd("sft_stats.json"), timings=self.timings)
+        _write_json(self.path("results.json"), res)
+        self.path("results.md").write_text(results_table({n: {k: r[k] for k in ("overall", "groups") if k in r} for n, r in summ.items()}))
         return res
 
     def all(self)->dict:
         "Every stage in order (each skipped when its output exists)."
-        self.world(); self.sources(); self.sft(); self.targets()
-        for v in self.s["train"]["variants"]: self.train(v)
-        for n, p in self.model_paths().items(): self.evaluate(n, p)
+        self.provide_models(); self.sources(); self.sft(); self.targets()
+        for v in self.cfg.train.variants: self.train(v)
+        if self.cfg.eval.prompts is not None:
+            for n, p in self.model_paths().items(): self.evaluate(n, p)
         self.internal()
         return self.results()
 
@@ -325,51 +310,78 @@ def _last_checkpoint(d:Path):
     cks = sorted(Path(d).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if Path(d).exists() else []
     return str(cks[-1]) if cks else None
 
+def hardware_kwargs(kw:dict)->dict:
+    "Device defaults under the config's own settings; gloo for several CPU processes (DeepSpeed/DDP on a machine without CUDA)."
+    kw = {**device_defaults(), **kw}
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1: kw.setdefault("ddp_backend", "gloo")
+    return kw
+
+def _save_trained(trainer, tok, out:Path):
+    "Save the trained model atomically; every rank takes part (ZeRO-3 gathers its shards), the main process renames."
+    acc = trainer.accelerator
+    tmp = out.parent / f".{out.name}.tmp-save"
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True); tmp.parent.mkdir(parents=True, exist_ok=True)
+    acc.wait_for_everyone()
+    trainer.save_model(str(tmp))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        tok.save_pretrained(str(tmp))
+        if out.exists(): shutil.rmtree(out)
+        os.rename(tmp, out)
+    acc.wait_for_everyone()
+
+def sft_stage(run:Run)->Path:
+    "Target-SFT: fine-tune the target on (x, y_ws) of the SFT split; writes models/target_sft and logs/target_sft.json."
+    from trl import SFTConfig
+    from wrpo.trainer import sft_train
+    out = run.path("models", "target_sft")
+    kw = hardware_kwargs({"output_dir": str(run.path("checkpoints", "target_sft")), "report_to": "none", **sft_kwargs(run.cfg)})
+    args = SFTConfig(**{"completion_only_loss": True, "save_strategy": "no", **kw})   # before the model: ZeRO-3 can shard it as it loads
+    model, tok = load_lm(run.resolved.target.model, device="cpu")
+    tr = sft_train(model, tok, load_from_disk(str(run.path("build", "sft"))), args=args)
+    _save_trained(tr, tok, out)
+    if tr.accelerator.is_main_process: _write_json(run.path("logs", "target_sft.json"), tr.state.log_history)
+    return out
+
 def train_variant(run:Run, name:str)->Path:
     "Train variant `name` of `run` from Target-SFT; resumable; writes models/<name> and logs/<name>.json."
     from wrpo.trainer import WRPOConfig, WRPOTrainer
-    out = run.p("models", name)
-    model, tok = load_lm(run.p("models", "target_sft"))
-    args = WRPOConfig(**run.variant_args(name))
-    train = load_quadruples(str(run.p("data", "train")))
+    out = run.path("models", name)
+    args = WRPOConfig(**hardware_kwargs(run.variant_args(name)))    # before the model: ZeRO-3 can shard it as it loads
+    model, tok = load_lm(run.path("models", "target_sft"), device="cpu")
+    train = load_quadruples(str(run.path("data", "train")))
     trainer = WRPOTrainer(model=model, args=args, train_dataset=train, processing_class=tok)
     trainer.train(resume_from_checkpoint=_last_checkpoint(args.output_dir))
-    if trainer.accelerator.is_main_process:
-        def write(tmp): trainer.save_model(str(tmp)); tok.save_pretrained(str(tmp))
-        _atomic_dir(out, write)
-        _write_json(run.p("logs", f"{name}.json"), trainer.state.log_history)
+    _save_trained(trainer, tok, out)
+    if trainer.accelerator.is_main_process: _write_json(run.path("logs", f"{name}.json"), trainer.state.log_history)
     return out
 
 # %% ../nbs/10_pipeline.ipynb #5d31a6ab
 def validate_run(config, overrides=None)->dict:
-    "Dry-validate a run config: config, backends, reward, variants, launcher; returns a summary or raises."
+    "Dry-validate a run config (what `wrpo validate` prints): the typed config, backends, reward, variants, launcher."
     from wrpo.sampling import TransformersSampler, VLLMSampler, OpenAISampler
-    from wrpo.trainer import WRPOConfig
-    cfg = load_config(config, overrides); s = settings(cfg)
+    cfg = load_config(config, overrides)
+    where = f"{config}: " if isinstance(config, (str, Path)) else ""
     backends = dict(transformers=TransformersSampler, vllm=VLLMSampler, openai=OpenAISampler)
-    if cfg.target is None: raise ValueError("target: the config names no target model")
-    if not cfg.sources: raise ValueError("sources: the config names no source models")
+    if cfg.target is None: raise ConfigError(f"{where}target: the config names no target model")
+    if not cfg.sources: raise ConfigError(f"{where}sources: the config names no source models")
+    if cfg.pipeline.prompts is None: raise ConfigError(f"{where}pipeline.prompts: the config names no prompts")
     stages = {m.name: backends[m.backend].__name__ for m in list(cfg.sources) + [cfg.target]}
     r = cfg.reward
     if r.kind == "callable":
-        from wrpo.rewards import import_string
-        if not r.path: raise ValueError("reward.path: a callable reward needs 'module:attr'")
-        import_string(r.path)
-    elif not r.path: raise ValueError(f"reward.path: a {r.kind!r} reward model needs a path or hub id")
+        if not r.path: raise ConfigError(f"{where}reward.path: a callable reward needs 'module:attr'")
+        import_object(r.path)
+    elif not r.path: raise ConfigError(f"{where}reward.path: a {r.kind!r} reward model needs a path or hub id")
     if r.kind == "armorm" and not r.trust_remote_code:
-        raise ValueError("reward: ArmoRM ships remote code; set reward.trust_remote_code: true to allow it")
-    run = Run.__new__(Run); run.cfg, run.s, run.dir = cfg, s, Path(tempfile.gettempdir()) / "wrpo-validate"
-    variants = {}
-    for v in s["train"]["variants"]:
-        a = WRPOConfig(**{**run.variant_args(v), "output_dir": str(run.dir / v)})
-        variants[v] = dict(loss_type=a.loss_type, alpha=a.alpha, alpha_schedule=a.alpha_schedule, beta=a.beta)
-    la = s["train"]["launcher"]
-    if la:
-        from importlib.resources import files
-        p = Path(la["accelerate_config"])
-        if not p.exists() and not (files("wrpo.configs") / p.name).is_file() and not (files("wrpo.configs") / "accelerate" / p.name).is_file():
-            raise FileNotFoundError(f"train.launcher.accelerate_config: {p} not found")
-    return dict(name=cfg.name, samplers=stages, reward=r.kind, variants=variants, launcher=la)
+        raise ConfigError(f"{where}reward: ArmoRM ships remote code; set reward.trust_remote_code: true to allow it")
+    for spec in (cfg.pipeline.prompts, cfg.eval.prompts, cfg.pipeline.models):
+        if spec is not None and getattr(spec, "call", None): import_object(spec.call)
+    variants = {v: {k: variant_kwargs(cfg, v).get(k) for k in ("loss_type", "alpha", "alpha_schedule", "beta")} for v in cfg.train.variants}
+    la = cfg.train.launcher
+    if la: accelerate_config_path(la.accelerate_config)
+    return dict(name=cfg.name, samplers=stages, reward=r.kind, variants=variants,
+                launcher=None if la is None else dict(accelerate_config=la.accelerate_config, num_processes=la.num_processes))
 
 # %% ../nbs/10_pipeline.ipynb #daccc768
 def config_path(name_or_path)->Path:

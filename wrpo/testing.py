@@ -12,7 +12,8 @@ from tokenizers import Tokenizer, Regex, models, pre_tokenizers, decoders
 from transformers import PreTrainedTokenizerFast, AutoConfig, AutoModelForCausalLM, GenerationConfig
 
 # %% auto #0
-__all__ = ['CHAT_TEMPLATE', 'SPECIALS', 'char_tokenizer', 'tiny_lm', 'toy_quadruples', 'tiny_tokenizer', 'tiny_causal_lm']
+__all__ = ['CHAT_TEMPLATE', 'SPECIALS', 'PAPER_MINI_KEYS', 'char_tokenizer', 'tiny_lm', 'toy_quadruples', 'tiny_tokenizer',
+           'tiny_causal_lm', 'ultrafeedback_rows', 'alpaca_eval_rows', 'paper_mini', 'config_diff']
 
 # %% ../nbs/90_testing.ipynb #aae34146
 CHAT_TEMPLATE = ("{% for m in messages %}"
@@ -108,3 +109,112 @@ def tiny_causal_lm(arch: str, tokenizer, seed: int = 0, d: int = 32, layers: int
     m.generation_config = GenerationConfig(**ids)
     if path is not None: m.save_pretrained(path); tokenizer.save_pretrained(path)
     return m.eval()
+
+# %% ../nbs/90_testing.ipynb #752716ef
+import copy, json
+from pathlib import Path
+_ARMO_CODE = '''from dataclasses import dataclass
+import torch
+from transformers import LlamaForSequenceClassification
+from transformers.utils import ModelOutput
+
+@dataclass
+class ArmoStyleOutput(ModelOutput):
+    score: torch.FloatTensor = None       # what an ArmoRM-style reward model returns: one preference score per sequence
+
+class TinyArmoStyleRM(LlamaForSequenceClassification):
+    "A tiny reward model with ArmoRM's interface (remote code, `.score`), for offline tests"
+    def forward(self, input_ids=None, attention_mask=None, **kw):
+        out = super().forward(input_ids=input_ids, attention_mask=attention_mask)
+        return ArmoStyleOutput(score=out.logits[:, :1])
+'''
+
+def _save_lm(path, tokenizer, arch, seed, d=32):
+    m = tiny_lm(tokenizer, arch, d=d, layers=2, heads=4, seed=seed, max_pos=1024)
+    m.save_pretrained(path); tokenizer.save_pretrained(path)
+    return str(path)
+
+def _armo_style_rm(path, tokenizer, seed=0):
+    "Save a tiny ArmoRM-style reward model whose class is shipped as remote code next to its weights (loads with trust_remote_code)"
+    from transformers import LlamaConfig
+    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    (path / "modeling_tiny_armo.py").write_text(_ARMO_CODE)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("modeling_tiny_armo", path / "modeling_tiny_armo.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=4, max_position_embeddings=2048, num_labels=1, pad_token_id=tokenizer.pad_token_id,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    cfg.auto_map = {"AutoModelForSequenceClassification": "modeling_tiny_armo.TinyArmoStyleRM"}
+    torch.manual_seed(seed)
+    mod.TinyArmoStyleRM(cfg).save_pretrained(path); tokenizer.save_pretrained(path)
+    return str(path)
+
+_TOPICS = ["a haiku about the sea", "three uses of a paperclip", "why the sky is blue", "a polite reply to a late invoice",
+           "the rules of chess in brief", "how to boil an egg", "a name for a grey cat", "the capital of France and why",
+           "a tip for learning to code", "two rhymes for orange", "what a prime number is", "how plants drink water"]
+
+def ultrafeedback_rows(n:int, seed:int=0)->list:
+    "`n` rows in the exact schema of HuggingFaceH4/ultrafeedback_binarized (prompt, prompt_id, chosen, rejected, messages, scores)"
+    import hashlib, random
+    rng, rows = random.Random(seed), []
+    for i in range(n):
+        p = f"Write {_TOPICS[i % len(_TOPICS)]} (request {i})."
+        good, bad = f"Here is {_TOPICS[i % len(_TOPICS)]}.", "No."
+        conv = lambda a: [{"role": "user", "content": p}, {"role": "assistant", "content": a}]
+        rows.append(dict(prompt=p, prompt_id=hashlib.sha256(p.encode()).hexdigest(), chosen=conv(good), rejected=conv(bad),
+                         messages=conv(good), score_chosen=float(rng.randint(6, 10)), score_rejected=float(rng.randint(1, 5))))
+    return rows
+
+def alpaca_eval_rows(n:int)->list:
+    "`n` rows in the exact schema of AlpacaEval's evaluation set (instruction, output, generator, dataset)"
+    return [dict(instruction=f"Explain {_TOPICS[(i * 5) % len(_TOPICS)]} to a child.", output="(reference answer)",
+                 generator="gpt4_1106_preview", dataset=("helpful_base", "koala", "oasst")[i % 3]) for i in range(n)]
+
+PAPER_MINI_KEYS = {  # the only config keys in which paper-mini may differ from configs/paper.yaml: locations, sizes, counts
+    "locations": {"sources", "target.model", "reward.path", "pipeline.prompts.path", "eval.prompts.path", "name"},
+    "sizes": {"target.max_new_tokens", "target.tensor_parallel_size", "build.n", "build.shard_size", "build.max_prompt_tokens",
+              "train.sft.max_length", "train.common.max_length", "train.sft.per_device_train_batch_size",
+              "train.common.per_device_train_batch_size", "train.sft.gradient_accumulation_steps",
+              "train.common.gradient_accumulation_steps", "train.save_steps", "pipeline.heldout_fraction", "eval.max_new_tokens",
+              "eval.batch_size", "eval.logp_batch_size", "reward.batch_size"},
+    "counts": {"train.launcher.num_processes"},
+    "engine": {"target.backend"},   # vLLM -> transformers: the vllm backend is tested against the real engine in tests/test_vllm.py
+}
+
+def paper_mini(root, n_prompts:int=36, n_eval:int=6)->dict:
+    "configs/paper.yaml with tiny local models and data in the public schemas: the paper's stages, on a CPU, as a config dict"
+    import yaml
+    from datasets import Dataset, DatasetDict
+    root = Path(root); root.mkdir(parents=True, exist_ok=True)
+    from importlib.resources import files
+    paper = yaml.safe_load((files("wrpo.configs") / "paper.yaml").read_text())   # the shipped paper config, whatever the install
+    char, bpe = char_tokenizer(), tiny_tokenizer("bpe")
+    models = dict(src_llama=_save_lm(root / "src_llama", char, "llama", 1), src_gpt2=_save_lm(root / "src_gpt2", bpe, "gpt2", 2),
+                  src_qwen2=_save_lm(root / "src_qwen2", char, "qwen2", 3), target=_save_lm(root / "target", char, "mistral", 4))
+    rm = _armo_style_rm(root / "reward", char)
+    DatasetDict(train_prefs=Dataset.from_list(ultrafeedback_rows(n_prompts)),
+                test_prefs=Dataset.from_list(ultrafeedback_rows(4, seed=1))).save_to_disk(str(root / "ultrafeedback_binarized"))
+    (root / "alpaca_eval.json").write_text(json.dumps(alpaca_eval_rows(n_eval), indent=1))
+    cfg = copy.deepcopy(paper)
+    cfg["name"] = "paper-mini"
+    cfg["sources"] = [dict(name=k, model=v, max_new_tokens=16) for k, v in models.items() if k.startswith("src_")]
+    cfg["target"].update(model=models["target"], backend="transformers", max_new_tokens=16)
+    cfg["target"].pop("tensor_parallel_size", None)
+    cfg["reward"].update(path=rm, batch_size=8)
+    cfg["build"].update(n=3, shard_size=8, max_prompt_tokens=200)
+    cfg["pipeline"]["prompts"]["path"] = str(root / "ultrafeedback_binarized")
+    cfg["pipeline"]["heldout_fraction"] = 0.2
+    for sec in ("sft", "common"):
+        cfg["train"][sec].update(max_length=256, per_device_train_batch_size=2, gradient_accumulation_steps=1)
+    cfg["train"]["save_steps"] = 2
+    cfg["train"]["launcher"]["num_processes"] = 2
+    cfg["eval"]["prompts"]["path"] = str(root / "alpaca_eval.json")
+    cfg["eval"].update(max_new_tokens=16, batch_size=8, logp_batch_size=8)
+    return cfg
+
+def config_diff(a, b, pre="")->list:
+    "Dotted keys where nested dicts `a` and `b` differ (a list of different length, or any list of dicts, counts as one key)"
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for key in sorted(set(a) | set(b)) for k in config_diff(a.get(key), b.get(key), f"{pre}{key}.")]
+    return [] if a == b else [pre.rstrip(".")]
