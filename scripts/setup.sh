@@ -7,5 +7,5 @@ if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev]"
+python -m pip install -q -e ".[dev,deepspeed]"   # DeepSpeed: the ZeRO-3 tests run it on 2 CPU processes
 python -m ipykernel install --sys-prefix --name python3 >/dev/null
