@@ -1,0 +1,82 @@
+"""The GPU check (scripts/gpu_check.sh): WRPO and DPO steps of random-initialised models of real shapes (built from configs,
+nothing downloaded) in bf16 with gradient checkpointing and precomputed reference log-probs, then the same WRPO run under
+DeepSpeed ZeRO-3 on one GPU through `accelerate launch` and the shipped config. Prints one JSON line: step time, useful
+tokens/s and peak memory per shape and method. `--smoke` runs a tiny shape on the CPU (checks the script, measures nothing)."""
+import argparse, json, os, random, subprocess, sys, tempfile, time
+import torch
+
+SHAPES = {  # (LlamaConfig arguments): the real widths, depth cut where noted
+    "llama3-8b-4layers": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=4,
+                              num_attention_heads=32, num_key_value_heads=8),
+    "llama3.2-1b": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                        num_attention_heads=32, num_key_value_heads=8),
+    "smoke": dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+}
+
+def quadruples(n, vocab, seed=0, prompt=(50, 300), target=(100, 300), source_x=(1.5, 3.0)):
+    "Tokenized quadruples with realistic lengths: the best source response 1.5-3x longer than the target's own"
+    rng = random.Random(seed); ids = lambda k: [rng.randrange(10, vocab) for _ in range(k)]
+    rows = []
+    for _ in range(n):
+        wt, l = rng.randint(*target), rng.randint(*target)
+        rows.append(dict(prompt_ids=ids(rng.randint(*prompt)), source_chosen_ids=ids(int(wt * rng.uniform(*source_x))),
+                         target_chosen_ids=ids(wt), rejected_ids=ids(l)))
+    return rows
+
+def run_one(shape, method, steps, batch, smoke):
+    from datasets import Dataset
+    from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
+    from wrpo.pipeline import hardware_kwargs
+    from wrpo.testing import char_tokenizer
+    from wrpo.trainer import WRPOConfig, WRPOTrainer
+    cuda = torch.cuda.is_available()
+    rows = quadruples(batch * (steps + 1), SHAPES[shape]["vocab_size"])
+    useful = sum(len(r["prompt_ids"]) + len(r["target_chosen_ids"]) + len(r["rejected_ids"]) +
+                 (len(r["source_chosen_ids"]) if method == "wrpo" else 0) for r in rows[:batch * steps]) / steps
+    tok = char_tokenizer()
+    args = WRPOConfig(**hardware_kwargs(dict(output_dir=tempfile.mkdtemp(prefix="gpu-check-"), max_steps=steps + 1,
+        per_device_train_batch_size=batch, learning_rate=1e-6, precompute_ref_log_probs=True, beta=0.01, max_length=4096,
+        alpha=0.1 if method == "wrpo" else 0.0, alpha_schedule="dynamic" if method == "wrpo" else "static",
+        logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, seed=0)))
+    if cuda: torch.cuda.reset_peak_memory_stats()
+    model = LlamaForCausalLM(LlamaConfig(**SHAPES[shape], max_position_embeddings=4096, pad_token_id=tok.pad_token_id))
+    times = []
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            if cuda: torch.cuda.synchronize()
+            self.t = time.perf_counter()
+        def on_step_end(self, *a, **k):
+            if cuda: torch.cuda.synchronize()
+            times.append(time.perf_counter() - self.t)
+    tr = WRPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[Clock()])
+    tr.train()
+    step = sorted(times[1:])[len(times[1:]) // 2]   # median, first (warm-up) step dropped
+    return dict(step_s=round(step, 4), useful_tokens_per_s=round(useful / step, 1),
+                peak_mem_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+                deepspeed=bool(tr.is_deepspeed_enabled), world_size=tr.accelerator.num_processes)
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--smoke", action="store_true"); ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=2); ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:   # one run inside `accelerate launch` (ZeRO-3)
+        shape, method = a.child.split(":")
+        res = run_one(shape, method, a.steps, a.batch, a.smoke)
+        if int(os.environ.get("RANK", "0")) == 0: print("CHILD " + json.dumps(res), flush=True)
+        return
+    shapes = ["smoke"] if a.smoke else ["llama3.2-1b", "llama3-8b-4layers"]
+    out = dict(device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", torch=torch.__version__, results={})
+    for s in shapes:
+        out["results"][s] = {m: run_one(s, m, a.steps, a.batch, a.smoke) for m in ("wrpo", "dpo")}
+        r = out["results"][s]; r["wrpo_over_dpo_step"] = round(r["wrpo"]["step_s"] / r["dpo"]["step_s"], 3)
+    zero3 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "accelerate", "deepspeed_zero3.yaml")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", zero3, "--num_processes", "1",
+           "--mixed_precision", "bf16" if torch.cuda.is_available() else "no", __file__, "--child", f"{shapes[0]}:wrpo",
+           "--steps", str(a.steps), "--batch", str(a.batch)] + (["--smoke"] if a.smoke else [])
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    line = next((l for l in p.stdout.splitlines() if l.startswith("CHILD ")), None)
+    out["zero3_1gpu"] = {shapes[0]: json.loads(line[6:])} if line else dict(error=(p.stderr or p.stdout)[-1500:])
+    print(json.dumps(out))
+
+if __name__ == "__main__": main()
