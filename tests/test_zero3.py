@@ -24,9 +24,15 @@ def _run(out, per_device, kind, zero3, resume=False):
 
 def _steps(res): return [h for h in res["log"] if "loss" in h]
 
+@pytest.fixture(scope="module")
+def zero3_wrpo(tmp_path_factory):
+    "One uninterrupted WRPO run under ZeRO-3 on 2 processes (shared by the tests below)"
+    return _run(tmp_path_factory.mktemp("zero3") / "wrpo", 2, "wrpo", True)
+
 @pytest.mark.parametrize("kind", ["wrpo", "sft"])
-def test_zero3_two_processes_match_one(tmp_path, kind):
-    one, two = _run(tmp_path / "one", 4, kind, False), _run(tmp_path / "two", 2, kind, True)
+def test_zero3_two_processes_match_one(tmp_path, kind, request):
+    one = _run(tmp_path / "one", 4, kind, False)
+    two = request.getfixturevalue("zero3_wrpo") if kind == "wrpo" else _run(tmp_path / "two", 2, kind, True)
     assert (one["world_size"], one["deepspeed"], two["world_size"], two["deepspeed"]) == (1, False, 2, True)
     a, b = _steps(one), _steps(two)
     assert len(a) == len(b) == 4
@@ -36,8 +42,8 @@ def test_zero3_two_processes_match_one(tmp_path, kind):
     assert a[-1]["loss"] < a[0]["loss"] - 0.05                       # it really trained
     if kind == "wrpo": assert a[-1]["alpha"] == pytest.approx(0.5)   # the dynamic schedule reached its target
 
-def test_zero3_killed_run_resumes_from_its_checkpoint(tmp_path):
-    full = _run(tmp_path / "full", 2, "wrpo", True)
+def test_zero3_killed_run_resumes_from_its_checkpoint(tmp_path, zero3_wrpo):
+    full = zero3_wrpo
     out = tmp_path / "killed"; out.mkdir()
     p = subprocess.Popen(_cmd(out, 2, "wrpo", True), env={**ENV, "WRPO_TEST_SLOW_AFTER_SAVE": "120"},
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
