@@ -172,7 +172,8 @@ def load_quadruples(source,             # Dataset/DatasetDict, save_to_disk dir,
     validate_quadruples(rows)
     if any(not isinstance(r["prompt"], str) for r in rows) and any(isinstance(r["prompt"], str) for r in rows):
         rows = [_to_messages(r) for r in rows]
-    return Dataset.from_list(rows)
+    cols = list(dict.fromkeys(k for r in rows for k in r))   # every column any row has (a missing value is None), not row 0's
+    return Dataset.from_list([{k: r.get(k) for k in cols} for r in rows])
 
 # %% ../nbs/02_data.ipynb #e3ef0f96
 def to_pairs(ds:Dataset, chosen:str="target_chosen")->Dataset:
