@@ -217,10 +217,12 @@ def select_source(cands: list[dict], top_k: int = 1) -> list[int]:
     return sorted(ok, key=lambda i: (-cands[i]["score"], i))[:top_k]
 
 def select_target(texts: list[str], scores: list[float]) -> tuple[int | None, int | None, str]:
-    "(best, worst, status) over the non-empty responses; status 'ok', 'tie' (best == worst score) or 'empty' (< 2 non-empty)"
+    "(best, worst, status) over the non-empty responses, worst never the best sample; status 'ok', 'tie' (equal scores), 'identical' (same text) or 'empty' (< 2 non-empty)"
     ok = [i for i, t in enumerate(texts) if t.strip()]
     if len(ok) < 2: return None, None, "empty"
-    best = min(ok, key=lambda i: (-scores[i], i)); worst = min(ok, key=lambda i: (scores[i], i))
+    best = min(ok, key=lambda i: (-scores[i], i))
+    worst = min((i for i in ok if i != best), key=lambda i: (scores[i], i))
+    if texts[best].strip() == texts[worst].strip(): return best, worst, "identical"   # chosen == rejected: never a training row
     return best, worst, "tie" if scores[best] == scores[worst] else "ok"
 
 # %% ../nbs/05_build.ipynb #ba86bda3
@@ -328,9 +330,11 @@ def write_sft(cfg, out_dir, extra_dirs=(), jsonl: bool | None = None) -> dict:
     _check_complete(bd, "scored", man["n_shards"], extra_dirs)
     recs, sp = {r["prompt_id"]: r for r in bd.prompts()}, bd.split()
     keep = [c for c in cfg.build.keep_columns if any(c in x for x in recs.values())]
-    sft_ids, rows, dropped, ws_ids, none = set(sp["sft"]), [], 0, [], 0
+    sft_ids, rows, dropped, ws_ids, none, flat = set(sp["sft"]), [], 0, [], 0, []
     for r in _scored_rows(bd):
         pid = r["prompt_id"]
+        cand = [x for v in r["scores"].values() for x in v]
+        if len(cand) > 1 and len(set(cand)) == 1: flat.append(pid)   # every source sample scored the same: y_ws is the first source's
         if r["top"]: ws_ids.append(dict(source_id=_ws(r)["source"]))
         else: none += 1
         if pid not in sft_ids: continue
@@ -344,8 +348,10 @@ def write_sft(cfg, out_dir, extra_dirs=(), jsonl: bool | None = None) -> dict:
         if cfg.build.jsonl if jsonl is None else jsonl: write_jsonl(bd.path("sft.jsonl"), rows)
     table = source_contribution(ws_ids, [s.name for s in cfg.sources])
     write_contribution(bd.path("source_contribution"), table)
+    if flat: logger.warning("%d of %d prompts: every source response got the same score, so y_ws is the first source's "
+                            "(prompt_ids %s); check the reward model", len(flat), len(recs), flat[:10])
     stats = dict(sft_rows=len(rows), sft_prompts=len(sp["sft"]), sft_dropped_no_source_response=dropped,
-                 no_source_response=none, contribution=table)
+                 no_source_response=none, source_scores_all_equal=len(flat), contribution=table)
     atomic_write_text(bd.path("sft_stats.json"), json.dumps(stats, indent=1))
     return stats
 
@@ -428,7 +434,7 @@ def merge_shards(cfg, out_dir, extra_dirs=(), jsonl: bool | None = None) -> dict
     rows = [r for j in range(n) for r in read_jsonl(bd.shard_file("targets", j))]
     got = [r["prompt_id"] for r in rows]
     if got != sp["pref"]: raise ValueError(f"{bd.root}: target shards hold {len(got)} rows for {len(sp['pref'])} preference prompts (shards from another build?)")
-    status = {s: sum(r["status"] == s for r in rows) for s in ("ok", "tie", "empty", "no_source_response")}
+    status = {s: sum(r["status"] == s for r in rows) for s in ("ok", "tie", "identical", "empty", "no_source_response")}
     keep_ok = ("ok", "tie") if cfg.build.tie_policy == "keep_flagged" else ("ok",)
     out = [{k: v for k, v in r.items() if k != "status"} for r in rows if r["status"] in keep_ok]
     if not out: raise ValueError(f"{bd.root}: no quadruple survives the tie/empty policy (counts {status})")

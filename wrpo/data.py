@@ -157,6 +157,13 @@ def validate_quadruples(rows:Iterable[dict], max_report:int=5)->list:
     if errs:
         more = f"\n... and {len(errs) - max_report} more" if len(errs) > max_report else ""
         raise QuadrupleError(f"{len(errs)} of {len(rows)} quadruple rows are invalid:\n" + "\n".join(errs[:max_report]) + more)
+    text = lambda v: v.strip() if isinstance(v, str) else "\n".join(str(m.get("content", "")).strip() for m in v)
+    same = [i for i, r in enumerate(rows) if text(r["rejected"]) in (text(r["target_chosen"]), text(r["source_chosen"]))]
+    if same:
+        import warnings
+        warnings.warn(f"{len(same)} of {len(rows)} quadruples have a chosen response identical to the rejected one (rows "
+                      f"{same[:max_report]}{'...' if len(same) > max_report else ''}): their margin is always 0 and they teach nothing; "
+                      "drop them (wrpo's builder never writes such rows)", stacklevel=2)
     return rows
 
 def load_quadruples(source,             # Dataset/DatasetDict, save_to_disk dir, .json/.jsonl/.parquet, list of dicts or DataFrame

@@ -190,15 +190,19 @@ class Run:
         return st
 
     def split_heldout(self):
-        "Hold out a seeded share of the quadruples (internal-reward accuracy, log-prob shift); train on the rest."
+        "Hold out a seeded share of the quadruples (internal-reward accuracy, log-prob shift), train on the rest; flagged ties are in neither."
         if self.path("data", "train").exists(): return
         q = load_quadruples(str(self.path("build", "quadruples")))
         f, seed = self.cfg.pipeline.heldout_fraction, self.cfg.pipeline.heldout_seed
-        n_h = int(round(len(q) * f))
-        idx = torch.randperm(len(q), generator=torch.Generator().manual_seed(seed)).tolist()
+        flagged = [i for i, fl in enumerate(q["flag"] if "flag" in q.column_names else [""] * len(q)) if fl]
+        skip = set(flagged)
+        idx = [i for i in torch.randperm(len(q), generator=torch.Generator().manual_seed(seed)).tolist() if i not in skip]
+        n_h = int(round(len(idx) * f))
         held, train = sorted(idx[:n_h]), sorted(idx[n_h:])
+        if not train: raise ValueError(f"{self.path('build', 'quadruples')}: no quadruple left to train on ({len(q)} rows, {len(flagged)} flagged ties, {n_h} held out)")
         _atomic_dir(self.path("data", "heldout"), lambda t: q.select(held).save_to_disk(str(t)))
         _atomic_dir(self.path("data", "train"), lambda t: q.select(train).save_to_disk(str(t)))
+        _write_json(self.path("data", "split.json"), dict(train=len(train), heldout=len(held), flagged_ties_excluded=len(flagged)))
 
     # -- preference training -------------------------------------------------------------------------------------
     def variant_args(self, name:str)->dict:
