@@ -118,3 +118,15 @@ def test_same_seed_same_numbers(ci_run, tmp_path):
     la, lb = (json.loads((d / "logs" / "wrpo.json").read_text()) for d in (ci_run, again))
     strip = lambda log: [{k: v for k, v in h.items() if "runtime" not in k and "per_second" not in k} for h in log]
     assert strip(la) == strip(lb)
+
+def test_second_run_into_a_busy_directory_fails_at_once(tmp_path):
+    "A run directory is locked for the whole run: a second `wrpo run` into it fails at once, naming the holder's PID."
+    import signal
+    code = f"from wrpo.pipeline import run_lock; import time; l = run_lock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(120)"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert p.stdout.readline().strip() == "held"
+        r = subprocess.run(WRPO + ["run", "ci", "--out", str(tmp_path), "--quiet"], env=ENV, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 1 and f"in use by another wrpo run (PID {p.pid}" in r.stderr, r.stderr[-2000:]
+        assert not (tmp_path / "notebooks").exists()
+    finally: p.send_signal(signal.SIGKILL); p.wait()

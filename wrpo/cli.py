@@ -41,15 +41,16 @@ def run_notebook(name:str, out_path, parameters:dict, log_output:bool=True)->Pat
 # %% ../nbs/11_cli.ipynb #06705d86
 def run_pipeline(config:str, out:str|None=None, overrides:list|None=None, figures:bool=True, log_output:bool=True)->Path:
     "Validate `config` (a path or a shipped name) fully, then run the fusion pipeline notebook and the figure notebooks."
-    from wrpo.pipeline import config_path, load_config, validate_run
+    from wrpo.pipeline import config_path, load_config, validate_run, run_lock
     cfg_file = config_path(config).resolve()
     validate_run(str(cfg_file), overrides)           # every section, every trainer config: fail now, not after hours
     cfg = load_config(str(cfg_file), overrides)
     run_dir = Path(out or cfg.run_dir or f"runs/{cfg.name}").resolve()
     t0 = time.time()
-    run_notebook("fuse.ipynb", run_dir / "notebooks" / "fuse.ipynb",
-                 dict(config=str(cfg_file), run_dir=str(run_dir), overrides=list(overrides or [])), log_output)
-    if figures: make_figures(run_dir, log_output=log_output)
+    with run_lock(run_dir):   # one run per directory; the notebook kernel and launched trainers inherit the lock
+        run_notebook("fuse.ipynb", run_dir / "notebooks" / "fuse.ipynb",
+                     dict(config=str(cfg_file), run_dir=str(run_dir), overrides=list(overrides or [])), log_output)
+        if figures: make_figures(run_dir, log_output=log_output)
     print(f"wrpo: {cfg.name} finished in {time.time() - t0:.0f} s; results in {run_dir}/results.md, figures in {run_dir}/figures")
     return run_dir
 
@@ -90,6 +91,7 @@ def main(argv=None)->int:
     "Entry point of the `wrpo` command; errors are one line on stderr (exit 2: bad config or arguments, 1: a failed stage)."
     a = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     from wrpo.config import ConfigError
+    from wrpo.pipeline import RunLocked
     try:
         if a.cmd == "demo":
             run_pipeline(a.size, a.out or f"runs/{a.size}", a.override, figures=not a.no_figures, log_output=not a.quiet)
@@ -108,7 +110,7 @@ def main(argv=None)->int:
             from wrpo.pipeline import Run, train_variant, sft_stage
             run = Run(str(Path(a.run_dir) / "config.yaml"), Path(a.run_dir))
             train_variant(run, a.name) if a.cmd == "train-variant" else sft_stage(run)
-    except PipelineFailed as e:
+    except (PipelineFailed, RunLocked) as e:
         print(f"wrpo: {e}", file=sys.stderr); return 1
     except (ConfigError, FileNotFoundError, KeyError, ValueError, TypeError) as e:
         print(f"wrpo: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr); return 2

@@ -208,6 +208,9 @@ def _check_model(m: ModelSpec, where):
     for k in ("max_new_tokens", "batch_size", "max_concurrency", "tensor_parallel_size"):
         if getattr(m, k) < 1: raise ConfigError(f"{where}.{k}: must be >= 1, got {getattr(m, k)}")
     if m.n is not None and m.n < 1: raise ConfigError(f"{where}.n: must be >= 1, got {m.n}")
+    if m.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m.api_key_env):
+        raise ConfigError(f"{where}.api_key_env: must be the NAME of an environment variable that holds the key, e.g. "
+                          "DEEPSEEK_API_KEY; this value is not a variable name (it may be a key itself, so it is not shown)")
 
 def _check_rows(r: RowsSpec | None, where):
     if r is None: return

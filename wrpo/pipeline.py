@@ -17,8 +17,9 @@ from .config import (Config, ConfigError, ModelSpec, RowsSpec, PROVIDED, load_co
 from .data import load_quadruples
 
 # %% auto #0
-__all__ = ['import_object', 'load_rows', 'eval_prompts', 'resolve_models', 'default_device', 'load_lm', 'accelerate_config_path',
-           'launch_command', 'Run', 'hardware_kwargs', 'sft_stage', 'train_variant', 'validate_run', 'config_path']
+__all__ = ['LOCK_ENV', 'import_object', 'load_rows', 'eval_prompts', 'resolve_models', 'default_device', 'load_lm',
+           'accelerate_config_path', 'launch_command', 'RunLocked', 'run_lock', 'Run', 'checkpoint_problem',
+           'last_checkpoint', 'hardware_kwargs', 'sft_stage', 'train_variant', 'validate_run', 'config_path']
 
 # %% ../nbs/10_pipeline.ipynb #f67a0c4b
 def import_object(path:str):
@@ -106,13 +107,42 @@ def launch_command(launcher, *args)->list:
     if launcher.num_processes: cmd += ["--num_processes", str(launcher.num_processes)]
     return cmd + [str(a) for a in launcher.extra_args] + ["-m", "wrpo.cli", *map(str, args)]
 
+# %% ../nbs/10_pipeline.ipynb #5d6b90f6
+class RunLocked(RuntimeError):
+    "Another process is running into this run directory."
+
+LOCK_ENV = "WRPO_RUN_LOCK_HELD"   # set for the processes a lock holder starts (the notebook kernel, launched trainers)
+
+class run_lock:
+    "Hold an OS-level lock on run directory `run_dir` (a context manager); a second holder fails at once, naming the first's PID. The OS frees the lock of a killed process, so a stale lock is simply taken over."
+    def __init__(self, run_dir): self.dir = Path(run_dir).resolve(); self.fd = None
+    def acquire(self):
+        import fcntl
+        if os.environ.get(LOCK_ENV) == str(self.dir): return self           # our parent holds it for us
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / ".wrpo.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"; os.close(fd)
+            raise RunLocked(f"{self.dir} is in use by another wrpo run ({holder}); wait for it to finish or write to another --out") from None
+        os.ftruncate(fd, 0); os.write(fd, f"PID {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        self.fd = fd; os.environ[LOCK_ENV] = str(self.dir)
+        return self
+    def release(self):
+        if self.fd is None: return
+        import fcntl
+        fcntl.flock(self.fd, fcntl.LOCK_UN); os.close(self.fd); self.fd = None
+        if os.environ.get(LOCK_ENV) == str(self.dir): del os.environ[LOCK_ENV]
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
+
 # %% ../nbs/10_pipeline.ipynb #fdf70a07
 class Run:
     "A pipeline run: the validated config and its run directory, with one method per stage."
     def __init__(self, config, run_dir=None, overrides=None):
         self.cfg = load_config(config, overrides)
         self.dir = Path(run_dir or self.cfg.run_dir or f"runs/{self.cfg.name}").resolve()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.lock = run_lock(self.dir).acquire()   # held while this object lives (a no-op when the `wrpo run` parent holds it)
         self.timings = _read_json(self.path("timings.json")) if self.path("timings.json").exists() else {}
         self._resolved = None
         save_config(self.cfg, self.path("config.yaml"))
@@ -309,11 +339,36 @@ class Run:
         self.internal()
         return self.results()
 
-# %% ../nbs/10_pipeline.ipynb #c137c849
-def _last_checkpoint(d:Path):
-    cks = sorted(Path(d).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if Path(d).exists() else []
-    return str(cks[-1]) if cks else None
+# %% ../nbs/10_pipeline.ipynb #ef89a5f7
+def checkpoint_problem(path)->str|None:
+    "Why checkpoint directory `path` cannot be resumed from (None if it is complete): a kill while saving leaves a part of one."
+    import warnings
+    p = Path(path)
+    st = p / "trainer_state.json"
+    if not st.is_file(): return "no trainer_state.json (written last by the trainer)"
+    try: json.loads(st.read_text())
+    except ValueError: return "trainer_state.json is not valid JSON"
+    weights = sorted(p.glob("*.safetensors")) + sorted(p.glob("global_step*")) + sorted(p.glob("adapter_model.*")) + sorted(p.glob("pytorch_model*.bin"))
+    if not weights: return "no model weights"
+    from safetensors import safe_open
+    for f in p.glob("*.safetensors"):
+        try:
+            with safe_open(str(f), "pt") as h:
+                list(h.keys())   # safetensors checks that the header covers the whole file: a truncated one fails here
+        except Exception as e: return f"{f.name} cannot be read ({type(e).__name__})"
+    return None
 
+def last_checkpoint(d)->str|None:
+    "The newest complete `checkpoint-N` in `d` (None if there is none); incomplete ones are skipped with a warning naming why."
+    import warnings
+    cks = sorted(Path(d).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1) if Path(d).exists() else []
+    for ck in reversed(cks):
+        why = checkpoint_problem(ck)
+        if why is None: return str(ck)
+        warnings.warn(f"skipping incomplete checkpoint {ck}: {why} (a run killed while saving); resuming from an earlier one", stacklevel=2)
+    return None
+
+# %% ../nbs/10_pipeline.ipynb #c137c849
 def hardware_kwargs(kw:dict)->dict:
     "Device defaults under the config's own settings; gloo for several CPU processes (DeepSpeed/DDP on a machine without CUDA)."
     kw = {**device_defaults(), **kw}
@@ -356,7 +411,7 @@ def train_variant(run:Run, name:str)->Path:
     model, tok = load_lm(run.path("models", "target_sft"), device="cpu")
     train = load_quadruples(str(run.path("data", "train")))
     trainer = WRPOTrainer(model=model, args=args, train_dataset=train, processing_class=tok)
-    trainer.train(resume_from_checkpoint=_last_checkpoint(args.output_dir))
+    trainer.train(resume_from_checkpoint=last_checkpoint(args.output_dir))
     _save_trained(trainer, tok, out)
     if trainer.accelerator.is_main_process: _write_json(run.path("logs", f"{name}.json"), trainer.state.log_history)
     return out
