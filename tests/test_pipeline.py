@@ -130,3 +130,25 @@ def test_second_run_into_a_busy_directory_fails_at_once(tmp_path):
         assert r.returncode == 1 and f"in use by another wrpo run (PID {p.pid}" in r.stderr, r.stderr[-2000:]
         assert not (tmp_path / "notebooks").exists()
     finally: p.send_signal(signal.SIGKILL); p.wait()
+
+def test_changed_settings_are_refused_or_redone_never_mixed(ci_run, tmp_path):
+    "A rerun with other settings never reuses outputs made with the old ones: it refuses, naming the key, or --redo redoes exactly the affected stages."
+    import hashlib, shutil
+    run = tmp_path / "run"; shutil.copytree(ci_run, run)
+    digest = lambda v: hashlib.sha256((run / "models" / v / "model.safetensors").read_bytes()).hexdigest()
+    before = {v: digest(v) for v in ("wrpo", "dpo")}
+    r = subprocess.run(WRPO + ["run", "ci", "--out", str(run), "--quiet", "--no-figures", "-o", "train.variants.wrpo.alpha=0.9"],
+                       env=ENV, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 1 and "stage 'train/wrpo' was made with other settings (alpha: 0.5 -> 0.9)" in r.stderr, r.stderr[-3000:]
+    assert {v: digest(v) for v in before} == before                     # nothing touched
+    r = subprocess.run(WRPO + ["run", "ci", "--out", str(run), "--quiet", "--no-figures", "--redo", "-o", "train.variants.wrpo.alpha=0.9"],
+                       env=ENV, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert digest("wrpo") != before["wrpo"] and digest("dpo") == before["dpo"]   # only the changed variant was retrained
+    res = json.loads((run / "results.json").read_text())
+    assert res["variants"]["wrpo"]["alpha"] == 0.9
+    log = [h for h in json.loads((run / "logs" / "wrpo.json").read_text()) if "loss" in h]
+    assert abs(log[-1]["alpha"] - 0.9) < 0.1                               # the new model's own log, not the old one
+    st = json.loads((run / "stages.json").read_text())
+    assert st["eval/wrpo"]["upstream"]["train/wrpo"] == st["train/wrpo"]["fingerprint"]   # its evaluation was redone on the new model
+    assert st["eval/dpo"] == json.loads((ci_run / "stages.json").read_text())["eval/dpo"]   # the others were kept

@@ -39,7 +39,7 @@ def run_notebook(name:str, out_path, parameters:dict, log_output:bool=True)->Pat
     return out_path
 
 # %% ../nbs/11_cli.ipynb #06705d86
-def run_pipeline(config:str, out:str|None=None, overrides:list|None=None, figures:bool=True, log_output:bool=True)->Path:
+def run_pipeline(config:str, out:str|None=None, overrides:list|None=None, figures:bool=True, log_output:bool=True, redo:bool=False)->Path:
     "Validate `config` (a path or a shipped name) fully, then run the fusion pipeline notebook and the figure notebooks."
     from wrpo.pipeline import config_path, load_config, validate_run, run_lock
     cfg_file = config_path(config).resolve()
@@ -49,7 +49,7 @@ def run_pipeline(config:str, out:str|None=None, overrides:list|None=None, figure
     t0 = time.time()
     with run_lock(run_dir):   # one run per directory; the notebook kernel and launched trainers inherit the lock
         run_notebook("fuse.ipynb", run_dir / "notebooks" / "fuse.ipynb",
-                     dict(config=str(cfg_file), run_dir=str(run_dir), overrides=list(overrides or [])), log_output)
+                     dict(config=str(cfg_file), run_dir=str(run_dir), overrides=list(overrides or []), redo=redo), log_output)
         if figures: make_figures(run_dir, log_output=log_output)
     print(f"wrpo: {cfg.name} finished in {time.time() - t0:.0f} s; results in {run_dir}/results.md, figures in {run_dir}/figures")
     return run_dir
@@ -71,6 +71,8 @@ def parser()->argparse.ArgumentParser:
     def run_opts(x):
         x.add_argument("--out", default=None, help="run directory (default: runs/<name>)")
         x.add_argument("-o", "--override", action="append", default=[], help="dotted config override, e.g. train.common.seed=1")
+        x.add_argument("--redo", action="store_true", help="redo the stages whose settings changed (and every stage after them) "
+                       "instead of refusing to mix their old outputs with the new settings")
         x.add_argument("--no-figures", action="store_true"); x.add_argument("--quiet", action="store_true")
     d = sub.add_parser("demo", help="the offline miniature fusion world end to end (the shipped config 'demo' or 'ci')")
     d.add_argument("--size", choices=("ci", "demo"), default="demo"); run_opts(d)
@@ -94,9 +96,9 @@ def main(argv=None)->int:
     from wrpo.pipeline import RunLocked
     try:
         if a.cmd == "demo":
-            run_pipeline(a.size, a.out or f"runs/{a.size}", a.override, figures=not a.no_figures, log_output=not a.quiet)
+            run_pipeline(a.size, a.out or f"runs/{a.size}", a.override, figures=not a.no_figures, log_output=not a.quiet, redo=a.redo)
         elif a.cmd == "run":
-            run_pipeline(a.config, a.out, a.override, figures=not a.no_figures, log_output=not a.quiet)
+            run_pipeline(a.config, a.out, a.override, figures=not a.no_figures, log_output=not a.quiet, redo=a.redo)
         elif a.cmd == "figures":
             for f_ in make_figures(a.run_dir, a.out, a.sweep): print(f_)
         elif a.cmd == "validate":

@@ -6,7 +6,7 @@ Docs: https://wrpo-dev.github.io/wrpo/pipeline.html.md"""
 
 # %% ../nbs/10_pipeline.ipynb #cf7a6068
 from __future__ import annotations
-import copy, json, os, shutil, subprocess, sys, tempfile, time, uuid
+import copy, dataclasses, json, os, shutil, subprocess, sys, tempfile, time, uuid
 from dataclasses import replace
 from pathlib import Path
 import torch
@@ -18,8 +18,9 @@ from .data import load_quadruples
 
 # %% auto #0
 __all__ = ['LOCK_ENV', 'import_object', 'load_rows', 'eval_prompts', 'resolve_models', 'default_device', 'load_lm',
-           'accelerate_config_path', 'launch_command', 'RunLocked', 'run_lock', 'Run', 'checkpoint_problem',
-           'last_checkpoint', 'hardware_kwargs', 'sft_stage', 'train_variant', 'validate_run', 'config_path']
+           'accelerate_config_path', 'launch_command', 'RunLocked', 'run_lock', 'StaleRun', 'fingerprint', 'Stages',
+           'Run', 'checkpoint_problem', 'last_checkpoint', 'hardware_kwargs', 'sft_stage', 'train_variant',
+           'validate_run', 'config_path']
 
 # %% ../nbs/10_pipeline.ipynb #f67a0c4b
 def import_object(path:str):
@@ -136,15 +137,64 @@ class run_lock:
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
 
+# %% ../nbs/10_pipeline.ipynb #a621fc75
+class StaleRun(RuntimeError):
+    "A run directory holds outputs made with other settings than the config now asks for."
+
+def fingerprint(obj)->str:
+    "A stable hash of plain data (settings, upstream fingerprints, the package version)."
+    import hashlib, wrpo
+    return hashlib.sha256(json.dumps([obj, wrpo.__version__], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+def _changes(old, new, pre="")->list:
+    "'key: old -> new' for every leaf where nested dicts `old` and `new` differ"
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in sorted(set(old) | set(new), key=str) for c in _changes(old.get(k), new.get(k), f"{pre}{k}.")]
+    return [] if old == new else [f"{pre.rstrip('.')}: {json.dumps(old, default=str)[:60]} -> {json.dumps(new, default=str)[:60]}"]
+
+class Stages:
+    "stages.json of a run: per stage the fingerprint of exactly the settings and upstream outputs that made it, and whether it finished"
+    def __init__(self, run_dir, redo:bool=False):
+        self.file, self.redo = Path(run_dir) / "stages.json", redo
+        self.rec = _read_json(self.file) if self.file.exists() else {}
+
+    def fp(self, key)->str|None: return (self.rec.get(key) or {}).get("fingerprint")
+
+    def current(self, key:str, settings:dict, outputs:list, upstream=())->bool:
+        "True if stage `key`'s outputs were made with these settings and are complete (skip it); False: run (or resume) it. Outputs made with other settings are an error naming the changed keys, or with `redo` are deleted first."
+        fp = fingerprint(dict(settings=settings, upstream={u: self.fp(u) for u in upstream}))
+        rec = self.rec.get(key)
+        if rec and (rec["fingerprint"] == fp or rec["fingerprint"].startswith("reused:")): return rec["done"]  # same settings: done, or resume
+        there = [p for p in map(Path, outputs) if p.exists()]
+        if rec or there:
+            why = (_changes(rec["settings"], settings) or [f"upstream stage changed ({', '.join(u for u in upstream if rec['upstream'].get(u) != self.fp(u))})"]
+                   if rec else ["no record of the settings that made them (an older wrpo, or copied files)"])
+            if not self.redo:
+                raise StaleRun(f"{self.file.parent}: stage {key!r} was made with other settings ({'; '.join(why[:6])}); "
+                               f"rerun with --redo to redo it and every stage after it, or write to another --out")
+            for p in there: shutil.rmtree(p) if p.is_dir() else p.unlink()
+        self.rec[key] = dict(fingerprint=fp, settings=settings, upstream={u: self.fp(u) for u in upstream}, done=False)
+        _write_json(self.file, self.rec)
+        return False
+
+    def done(self, key:str):
+        "Mark stage `key` finished (its outputs are complete)"
+        self.rec[key]["done"] = True; _write_json(self.file, self.rec)
+
+    def reused(self, key:str, source):
+        "Mark stage `key` as copied from another run (`pipeline.reuse_from`): current whatever the settings"
+        self.rec[key] = dict(fingerprint=f"reused:{source}", settings={}, upstream={}, done=True); _write_json(self.file, self.rec)
+
 # %% ../nbs/10_pipeline.ipynb #fdf70a07
 class Run:
     "A pipeline run: the validated config and its run directory, with one method per stage."
-    def __init__(self, config, run_dir=None, overrides=None):
+    def __init__(self, config, run_dir=None, overrides=None, redo:bool=False):
         self.cfg = load_config(config, overrides)
         self.dir = Path(run_dir or self.cfg.run_dir or f"runs/{self.cfg.name}").resolve()
         self.lock = run_lock(self.dir).acquire()   # held while this object lives (a no-op when the `wrpo run` parent holds it)
         self.timings = _read_json(self.path("timings.json")) if self.path("timings.json").exists() else {}
         self._resolved = None
+        self.stages = Stages(self.dir, redo)   # every stage output keyed by the settings that made it: reused, redone (redo) or refused
         save_config(self.cfg, self.path("config.yaml"))
 
     def path(self, *parts)->Path: return self.dir.joinpath(*parts)
@@ -179,49 +229,55 @@ class Run:
             if not self.path(part).exists():
                 if not (src / part).exists(): raise FileNotFoundError(f"pipeline.reuse_from: {src / part} does not exist")
                 _atomic_dir(self.path(part), lambda tmp: shutil.copytree(src / part, tmp))
+                for key in ({"build": ("sources", "targets")}.get(part) or ("sft",)): self.stages.reused(key, src)
 
     # -- build: sources, SFT data ------------------------------------------------------------------------------
     def sources(self)->dict:
         "Source stage (sample K sources x N, score, pick y_ws with provenance) and the SFT split's data."
-        from wrpo.build import build_sources, write_sft
+        from wrpo.build import build_sources, write_sft, _content_cfg
         self._reuse()
-        if self.path("build", "sft_stats.json").exists(): return _read_json(self.path("build", "sft_stats.json"))
+        settings = dict(_content_cfg(self.resolved), prompts=dataclasses.asdict(self.cfg.pipeline.prompts) if self.cfg.pipeline.prompts else None)
+        if self.stages.current("sources", settings, [self.path("build")]): return _read_json(self.path("build", "sft_stats.json"))
         if self.cfg.pipeline.prompts is None: raise ConfigError("pipeline.prompts: the config names no prompts to build data from")
         t0 = time.time()
         build_sources(self.resolved, load_rows(self.cfg.pipeline.prompts, "pipeline.prompts"), self.path("build"))
         st = write_sft(self.resolved, self.path("build"))
-        self._time("sources", t0)
+        self._time("sources", t0); self.stages.done("sources")
         return st
 
     # -- Target-SFT --------------------------------------------------------------------------------------------
     def sft(self)->Path:
         "Fine-tune the target on (x, y_ws) of the SFT third: Target-SFT (in this process or under the launcher)."
         out = self.path("models", "target_sft")
-        if out.exists(): return out
+        outputs = [out, self.path("checkpoints", "target_sft"), self.path("logs", "target_sft.json")]
+        if self.stages.current("sft", dict(target=self.resolved.target.model, sft=sft_kwargs(self.cfg)), outputs, ["sources"]): return out
         t0 = time.time()
         self.resolved  # provider paths are resolved (models.json) before a launched process reads them
         if self.cfg.train.launcher: subprocess.run(launch_command(self.cfg.train.launcher, "train-sft", self.dir), check=True)
         else: sft_stage(self)
-        self._time("sft", t0)
+        self._time("sft", t0); self.stages.done("sft")
         return out
 
     # -- build: target samples, quadruples -----------------------------------------------------------------------
     def targets(self)->dict:
         "Target stage: Target-SFT samples N per preference prompt, y_wt = best, y_l = worst; then the quadruples."
-        from wrpo.build import build_targets, merge_shards
-        if self.path("build", "stats.json").exists() and self.path("build", "quadruples").exists():
-            st = _read_json(self.path("build", "stats.json"))
+        from wrpo.build import build_targets, merge_shards, _content_cfg, _NO_CONTENT
+        settings = dict(_content_cfg(self.resolved), target={k: v for k, v in dataclasses.asdict(self.resolved.target).items() if k not in _NO_CONTENT})
+        outputs = [self.path("build", x) for x in ("target_samples", "targets", "quadruples", "quadruples.jsonl", "stats.json",
+                                                   "quadruple_source_contribution.json", "quadruple_source_contribution.csv")]
+        if self.stages.current("targets", settings, outputs, ["sft"]): st = _read_json(self.path("build", "stats.json"))
         else:
             t0 = time.time()
             build_targets(self.resolved, self.path("build"), str(self.path("models", "target_sft")))
             st = merge_shards(self.resolved, self.path("build"))
-            self._time("targets", t0)
+            self._time("targets", t0); self.stages.done("targets")
         self.split_heldout()
         return st
 
     def split_heldout(self):
         "Hold out a seeded share of the quadruples (internal-reward accuracy, log-prob shift), train on the rest; flagged ties are in neither."
-        if self.path("data", "train").exists(): return
+        p = self.cfg.pipeline
+        if self.stages.current("split", dict(heldout_fraction=p.heldout_fraction, heldout_seed=p.heldout_seed), [self.path("data")], ["targets"]): return
         q = load_quadruples(str(self.path("build", "quadruples")))
         f, seed = self.cfg.pipeline.heldout_fraction, self.cfg.pipeline.heldout_seed
         flagged = [i for i, fl in enumerate(q["flag"] if "flag" in q.column_names else [""] * len(q)) if fl]
@@ -233,6 +289,7 @@ class Run:
         _atomic_dir(self.path("data", "heldout"), lambda t: q.select(held).save_to_disk(str(t)))
         _atomic_dir(self.path("data", "train"), lambda t: q.select(train).save_to_disk(str(t)))
         _write_json(self.path("data", "split.json"), dict(train=len(train), heldout=len(held), flagged_ties_excluded=len(flagged)))
+        self.stages.done("split")
 
     # -- preference training -------------------------------------------------------------------------------------
     def variant_args(self, name:str)->dict:
@@ -246,12 +303,13 @@ class Run:
     def train(self, name:str)->Path:
         "Train variant `name` from Target-SFT on the training quadruples (resumes from its last checkpoint)."
         out = self.path("models", name)
-        if out.exists(): return out
+        outputs = [out, self.path("checkpoints", name), self.path("logs", f"{name}.json")]
+        if self.stages.current(f"train/{name}", variant_kwargs(self.cfg, name), outputs, ["split", "sft"]): return out
         t0 = time.time()
         if self.cfg.train.launcher:  # e.g. DeepSpeed ZeRO-3 across GPUs: the same code in `wrpo train-variant`, under accelerate launch
             subprocess.run(launch_command(self.cfg.train.launcher, "train-variant", self.dir, name), check=True)
         else: train_variant(self, name)
-        self._time(f"train/{name}", t0)
+        self._time(f"train/{name}", t0); self.stages.done(f"train/{name}")
         return out
     # -- evaluation ----------------------------------------------------------------------------------------------
     def scorer(self):
@@ -280,22 +338,29 @@ class Run:
     def evaluate(self, name:str, path)->dict:
         "Answers of model `name` on the held-out prompts (the configured backend), judged by the reward: eval/<name>.json."
         out = self.path("eval", f"{name}.json")
-        if out.exists(): return _read_json(out)
+        e, spec = self.cfg.eval, self.eval_spec(name, path)
+        settings = dict(spec={k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "batch_size", "max_concurrency", "timeout")},
+                        prompts=dataclasses.asdict(e.prompts), group_by=e.group_by, exact=e.exact, reward=dataclasses.asdict(self.resolved.reward))
+        if str(spec.model).startswith(str(self.dir)): settings["spec"]["model"] = os.path.relpath(spec.model, self.dir)  # a run dir may move
+        up = [f"train/{name}"] if name in self.cfg.train.variants else (["sft"] if name == "target_sft" else [])
+        if self.stages.current(f"eval/{name}", settings, [out], up): return _read_json(out)
         from wrpo.evaluate import judge_answers
         from wrpo.sampling import load_sampler
-        e, t0 = self.cfg.eval, time.time()
+        t0 = time.time()
         prompts, meta = eval_prompts(e.prompts, e.group_by)
-        with load_sampler(self.eval_spec(name, path)) as smp: answers = [a[0] for a in smp.generate(prompts, 1, seed=e.seed)]
+        with load_sampler(spec) as smp: answers = [a[0] for a in smp.generate(prompts, 1, seed=e.seed)]
         with self.scorer() as sc:
             res = judge_answers(answers, prompts, sc, meta=meta if e.group_by else None, group_key=e.group_by, exact=e.exact)
         res.update(answers=answers, seconds=round(time.time() - t0, 2))
-        _write_json(out, res)
+        _write_json(out, res); self.stages.done(f"eval/{name}")
         return res
 
     def internal(self)->dict:
         "Internal-reward accuracies (hybrid, on-policy, weighted) on held-out quadruples, and the log-prob shift."
         out = self.path("eval", "internal.json")
-        if out.exists(): return _read_json(out)
+        settings = dict(alpha={v: self.variant_args(v)["alpha"] for v in self.cfg.train.variants}, logp_shift=self.cfg.pipeline.logp_shift_models,
+                        group_by=self.cfg.eval.group_by)
+        if self.stages.current("internal", settings, [out], ["sft", "split", *(f"train/{v}" for v in self.cfg.train.variants)]): return _read_json(out)
         from wrpo.evaluate import quad_logps, internal_reward_accuracy
         held = load_from_disk(str(self.path("data", "heldout"))).to_list()
         bs = self.cfg.eval.logp_batch_size
@@ -312,7 +377,7 @@ class Run:
             del m
             res["internal"][v] = internal_reward_accuracy(pol, ref, tok, held, beta=1.0, alpha=self.variant_args(v)["alpha"])
             if keep is None or v in keep: res["logp_shift"][v] = {f: pol[f]["logps_per_token"] for f in pol}
-        _write_json(out, res)
+        _write_json(out, res); self.stages.done("internal")
         return res
 
     def results(self)->dict:
