@@ -203,6 +203,9 @@ def _check_model(m: ModelSpec, where):
     if not m.name: raise ConfigError(f"{where}.name: must be a non-empty string")
     if m.backend == "openai" and not m.endpoint: raise ConfigError(f"{where}.endpoint: required for backend 'openai'")
     if m.backend != "openai" and not m.model: raise ConfigError(f"{where}.model: required for backend {m.backend!r}")
+    local = m.model.startswith(("/", "./", "../", "~")) or m.model.count("/") > 1   # a hub id is 'name' or 'org/name'
+    if m.backend != "openai" and local and not Path(m.model).expanduser().exists():
+        raise ConfigError(f"{where}.model: {m.model} does not exist (a local model directory; a hub id is 'org/name')")
     if not 0 < m.top_p <= 1: raise ConfigError(f"{where}.top_p: must be in (0, 1], got {m.top_p}")
     if m.temperature < 0: raise ConfigError(f"{where}.temperature: must be >= 0, got {m.temperature}")
     for k in ("max_new_tokens", "batch_size", "max_concurrency", "tensor_parallel_size"):

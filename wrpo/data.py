@@ -115,15 +115,23 @@ def read_rows(source,            # Dataset/DatasetDict, list, DataFrame, save_to
     if p.is_dir(): return read_rows(datasets.load_from_disk(str(p)), split)
     suf = p.suffix.lower()
     if suf in (".json", ".jsonl", ".parquet") and not p.exists(): raise FileNotFoundError(f"file not found: {p}")
+    def text():
+        try: return p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            line = p.read_bytes()[:e.start].count(b"\n") + 1
+            raise QuadrupleError(f"{p}: line {line} is not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
     if suf == ".jsonl":
         rows = []
-        for n, line in enumerate(p.read_text().splitlines()):
+        for n, line in enumerate(text().splitlines()):
             if not line.strip(): continue
-            try: rows.append(json.loads(line))
-            except json.JSONDecodeError as e: raise QuadrupleError(f"{p.name} line {n+1}: invalid JSON ({e.msg})") from None
+            try: row = json.loads(line)
+            except json.JSONDecodeError as e: raise QuadrupleError(f"{p} line {n+1}: invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict): raise QuadrupleError(f"{p} line {n+1}: expected a JSON object (a row), got {type(row).__name__}")
+            rows.append(row)
         return rows
     if suf == ".json":
-        data = json.loads(p.read_text())
+        try: data = json.loads(text())
+        except json.JSONDecodeError as e: raise QuadrupleError(f"{p} line {e.lineno}: invalid JSON ({e.msg})") from None
         if isinstance(data, dict) and split in data: data = data[split]
         if not isinstance(data, list): raise QuadrupleError(f"{p.name}: expected a JSON list of rows")
         return data
