@@ -67,6 +67,7 @@ def parser()->argparse.ArgumentParser:
     "The one `wrpo` command-line parser (every subcommand)."
     from wrpo.build import add_build_args
     p = argparse.ArgumentParser(prog="wrpo", description="Weighted-Reward Preference Optimization for implicit model fusion")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="cmd", required=True)
     def run_opts(x):
         x.add_argument("--out", default=None, help="run directory (default: runs/<name>)")
@@ -113,8 +114,10 @@ def main(argv=None)->int:
             run = Run(str(Path(a.run_dir) / "config.yaml"), Path(a.run_dir))
             train_variant(run, a.name) if a.cmd == "train-variant" else sft_stage(run)
     except (PipelineFailed, RunLocked) as e:
+        if a.debug: raise
         print(f"wrpo: {e}", file=sys.stderr); return 1
     except (ConfigError, FileNotFoundError, KeyError, ValueError, TypeError) as e:
+        if a.debug: raise
         print(f"wrpo: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr); return 2
     return 0
 
