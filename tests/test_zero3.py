@@ -61,3 +61,5 @@ def test_zero3_killed_run_resumes_from_its_checkpoint(tmp_path, zero3_wrpo):
     assert [h["step"] for h in b] == [1, 2, 3, 4]                      # steps 1-2 logged before the kill (restored), 3-4 after
     for x, y in zip(a, b):
         assert (x["loss"], x["alpha"]) == pytest.approx((y["loss"], y["alpha"]), abs=1e-5)
+    summary = lambda r: next(h["train_loss"] for h in r["log"] if "train_loss" in h)
+    assert summary(resumed) == pytest.approx(summary(full), abs=1e-5)   # the closing train_loss covers all 4 steps after a resume

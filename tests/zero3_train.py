@@ -5,7 +5,7 @@ import torch
 from transformers import TrainerCallback
 from wrpo.testing import char_tokenizer, tiny_lm, toy_quadruples
 from wrpo.data import load_quadruples
-from wrpo.pipeline import hardware_kwargs, last_checkpoint
+from wrpo.pipeline import hardware_kwargs, last_checkpoint, training_log
 
 out, per_device, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 resume = "--resume" in sys.argv
@@ -38,7 +38,7 @@ else:
     tr = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[SlowAfterSave()])
 tr.train(resume_from_checkpoint=last_checkpoint(args.output_dir) if resume else None)
 if tr.accelerator.is_main_process:
-    json.dump({"world_size": tr.accelerator.num_processes, "start_step": SlowAfterSave.start_step, "deepspeed": bool(tr.is_deepspeed_enabled), "log": tr.state.log_history},
+    json.dump({"world_size": tr.accelerator.num_processes, "start_step": SlowAfterSave.start_step, "deepspeed": bool(tr.is_deepspeed_enabled), "log": training_log(tr.state.log_history)},
               open(os.path.join(out, "result.json"), "w"))
 import torch.distributed as dist
 if dist.is_available() and dist.is_initialized():

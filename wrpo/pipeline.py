@@ -19,8 +19,8 @@ from .data import load_quadruples
 # %% auto #0
 __all__ = ['LOCK_ENV', 'import_object', 'load_rows', 'eval_prompts', 'resolve_models', 'default_device', 'load_lm',
            'accelerate_config_path', 'launch_command', 'RunLocked', 'run_lock', 'StaleRun', 'fingerprint', 'Stages',
-           'Run', 'checkpoint_problem', 'last_checkpoint', 'hardware_kwargs', 'sft_stage', 'train_variant',
-           'validate_run', 'config_path']
+           'Run', 'checkpoint_problem', 'last_checkpoint', 'training_log', 'hardware_kwargs', 'sft_stage',
+           'train_variant', 'validate_run', 'config_path']
 
 # %% ../nbs/10_pipeline.ipynb #f67a0c4b
 def import_object(path:str):
@@ -433,6 +433,18 @@ def last_checkpoint(d)->str|None:
         warnings.warn(f"skipping incomplete checkpoint {ck}: {why} (a run killed while saving); resuming from an earlier one", stacklevel=2)
     return None
 
+# %% ../nbs/10_pipeline.ipynb #ddfe461f
+def training_log(log_history:list)->list:
+    "The trainer's log history with its closing `train_loss` recomputed from every logged step: after a resume the trainer averages only the steps it ran itself (and reports 0.0 when none were left)."
+    log = [dict(h) for h in log_history]
+    steps = [h for h in log if "loss" in h and "step" in h]
+    summary = next((h for h in reversed(log) if "train_loss" in h), None)
+    if summary is None or not steps: return log
+    total, prev = 0.0, 0
+    for h in steps: total += h["loss"] * (h["step"] - prev); prev = h["step"]   # each logged loss averages the steps since the last log
+    summary["train_loss"] = total / prev
+    return log
+
 # %% ../nbs/10_pipeline.ipynb #c137c849
 def hardware_kwargs(kw:dict)->dict:
     "Device defaults under the config's own settings; gloo for several CPU processes (DeepSpeed/DDP on a machine without CUDA)."
@@ -465,7 +477,7 @@ def sft_stage(run:Run)->Path:
     model, tok = load_lm(run.resolved.target.model, device="cpu")
     tr = sft_train(model, tok, load_from_disk(str(run.path("build", "sft"))), args=args)
     _save_trained(tr, tok, out)
-    if tr.accelerator.is_main_process: _write_json(run.path("logs", "target_sft.json"), tr.state.log_history)
+    if tr.accelerator.is_main_process: _write_json(run.path("logs", "target_sft.json"), training_log(tr.state.log_history))
     return out
 
 def train_variant(run:Run, name:str)->Path:
@@ -478,7 +490,7 @@ def train_variant(run:Run, name:str)->Path:
     trainer = WRPOTrainer(model=model, args=args, train_dataset=train, processing_class=tok)
     trainer.train(resume_from_checkpoint=last_checkpoint(args.output_dir))
     _save_trained(trainer, tok, out)
-    if trainer.accelerator.is_main_process: _write_json(run.path("logs", f"{name}.json"), trainer.state.log_history)
+    if trainer.accelerator.is_main_process: _write_json(run.path("logs", f"{name}.json"), training_log(trainer.state.log_history))
     return out
 
 # %% ../nbs/10_pipeline.ipynb #5d31a6ab
