@@ -164,14 +164,15 @@ class VLLMSampler(Sampler):
         base = s.seed if seed is None else seed
         # token ids, not text: vLLM would tokenize text with add_special_tokens=True and double a BOS the template already has
         enc = self._encode(prompts)
-        sps = [self.vllm.SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
+        k = 1 if s.temperature == 0 else n  # vLLM refuses n > 1 with greedy sampling: sample once, repeat it n times
+        sps = [self.vllm.SamplingParams(n=k, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
                                         seed=derive_seed(base, i)) for i in range(len(prompts))]  # one seed per prompt
         res = self.llm.generate([{"prompt_token_ids": ids} for ids in enc], sps, use_tqdm=False)
-        self.token_counts = [[len(o.token_ids) for o in r.outputs] for r in res]
+        self.token_counts = [[len(o.token_ids) for o in r.outputs] * (n // k) for r in res]
         self.stats["completion_tokens"] += sum(map(sum, self.token_counts))
         self.stats["prompt_tokens"] += sum(map(len, enc)) * n
         self.stats["seconds"] += time.perf_counter() - t0; self.stats["calls"] += 1
-        return [[o.text for o in r.outputs] for r in res]
+        return [[o.text for o in r.outputs] * (n // k) for r in res]
 
     def close(self):
         "Shut the engine down (its worker processes exit and free their memory), then drop it"
