@@ -16,6 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed here: run with .venv-vllm/bin/python (bash scripts/vllm_env.sh)")
 import psutil, torch
+from tokenizers import processors
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from wrpo.config import ModelSpec
 from wrpo.sampling import VLLMSampler, OpenAISampler, load_sampler
@@ -26,9 +27,14 @@ PROMPTS = ["sort 3 1 2", [{"role": "system", "content": "be brief"}, {"role": "u
            "reverse the word hello"]
 VLLM_ARGS = dict(max_model_len=256, enforce_eager=True)  # a short context starts the CPU engine in seconds, not minutes
 
-def _build(path, arch, kind, seed):
+def _build(path, arch, kind, seed, bos=False):
     "A tiny random checkpoint saved with its tokenizer (chat template included); head size 64 as vLLM's CPU kernels want"
     tok = tiny_tokenizer(kind)
+    if bos:  # like Llama/Qwen tokenizers, add BOS when asked to add special tokens: a sampler that let vLLM tokenize the
+        # rendered chat text (which starts with BOS already) would feed a doubled BOS and leave transformers' greedy path
+        tok._tokenizer.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.bos_token_id)])
+        assert tok("x")["input_ids"][0] == tok.bos_token_id
     m = tiny_lm(tok, arch, d=128, layers=2, heads=2, seed=seed, max_pos=256)
     m.save_pretrained(path); tok.save_pretrained(path)
     return sum(p.numel() for p in m.parameters())
@@ -37,8 +43,9 @@ def _build(path, arch, kind, seed):
 def ckpts(tmp_path_factory):
     d = tmp_path_factory.mktemp("ckpt")
     out = {"llama": str(d / "llama"), "qwen2": str(d / "qwen2")}
-    sizes = {"llama": _build(out["llama"], "llama", "bpe", 1), "qwen2": _build(out["qwen2"], "qwen2", "char", 2)}
+    sizes = {"llama": _build(out["llama"], "llama", "bpe", 1, bos=True), "qwen2": _build(out["qwen2"], "qwen2", "char", 2)}
     assert all(1e5 < n < 1e6 for n in sizes.values()), sizes
+    print("parameters:", sizes)
     return out
 
 def _hf_greedy(path, prompts, max_new):
