@@ -91,22 +91,30 @@ def runs(ckpts):
         s = load_sampler(spec)
         r["start_s"] = time.perf_counter() - t0
         assert isinstance(s, VLLMSampler)
-        procs = [p for p in _engine_procs() if p.pid not in before]
-        r["engine_pids"], r["engine_rss_mb"] = [p.pid for p in procs], _rss_mb(procs)
-        r["engine_cmds"] = [" ".join(p.cmdline())[:80] for p in procs]
-        r["n4"] = s.generate(PROMPTS, n=4, seed=1); r["n4_tokens"] = s.token_counts
-        r["n4_again"] = s.generate(PROMPTS, n=4, seed=1)
-        r["n4_seed2"] = s.generate(PROMPTS, n=4, seed=2)
-        r["tok_s"] = s.tokens_per_s
-        s.spec = replace(spec, temperature=0.0)
-        r["greedy"] = s.generate(PROMPTS, n=2, seed=3)
-        s.spec = replace(spec, temperature=1.0, top_p=1e-6)  # only the most likely token survives the nucleus
-        r["top_p_tiny"] = s.generate(PROMPTS, n=3, seed=4)
-        s.close()
-        gone, alive = psutil.wait_procs(procs, timeout=30)
-        r["alive_after_close"] = [p.pid for p in alive]
+        try:
+            procs = [p for p in _engine_procs() if p.pid not in before]
+            r["engine_pids"], r["engine_rss_mb"] = [p.pid for p in procs], _rss_mb(procs)
+            r["engine_cmds"] = [" ".join(p.cmdline())[:80] for p in procs]
+            r["n4"] = s.generate(PROMPTS, n=4, seed=1); r["n4_tokens"] = s.token_counts
+            r["n4_again"] = s.generate(PROMPTS, n=4, seed=1)
+            r["n4_seed2"] = s.generate(PROMPTS, n=4, seed=2)
+            r["tok_s"] = s.tokens_per_s
+            s.spec = replace(spec, temperature=0.0)
+            r["greedy"] = s.generate(PROMPTS, n=2, seed=3)
+            s.spec = replace(spec, temperature=1.0, top_p=1e-6)  # only the most likely token survives the nucleus
+            r["top_p_tiny"] = s.generate(PROMPTS, n=3, seed=4)
+            held = s.llm  # a lingering reference (a notebook variable, a traceback): close() must shut the engine down anyway
+            r["avail_mb_before_close"] = psutil.virtual_memory().available / 2**20
+            s.close()
+            gone, alive = psutil.wait_procs(procs, timeout=30)
+            r["alive_after_close"] = [p.pid for p in alive]
+            r["avail_mb_after_close"] = psutil.virtual_memory().available / 2**20  # other jobs on the machine make this noisy
+            del held
+        finally:  # a failure above must not leave an engine running
+            if getattr(s, "llm", None) is not None: s.close()
         r["oracle"] = _hf_greedy(ckpts[name], PROMPTS, MAX_NEW)
-    print({k: {m: v[m] for m in ("start_s", "engine_pids", "engine_cmds", "engine_rss_mb", "tok_s")} for k, v in res.items()})
+    print({k: {m: v[m] for m in ("start_s", "engine_pids", "engine_cmds", "engine_rss_mb", "tok_s",
+                                                  "avail_mb_before_close", "avail_mb_after_close")} for k, v in res.items()})
     return res
 
 @pytest.mark.parametrize("name", ["llama", "qwen2"])
