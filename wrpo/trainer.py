@@ -119,7 +119,7 @@ def pack_responses(input_ids:Tensor, # padded batch from `DataCollatorForWRPO`, 
                    parts=(0, 1, 2), # which responses to keep: 0 y_ws, 1 y_wt, 2 y_l
                    share_prompt:bool=True, # encode each prompt once: [prompt, y_ws, y_wt, y_l] with a 4-D block mask
                    padding_free:bool=True, # pack several units in a row (first-fit, capacity = the longest unit)
-                   mask_dtype=torch.bool, # bool for SDPA, a float dtype (additive mask) for eager attention
+                   mask_dtype=torch.bool, # bool (SDPA), or a float dtype: an additive mask (SDPA, eager attention)
                    window:int|None=None, # sliding attention window to fold into the 4-D mask
                   )->dict:
     "Repack a padded WRPO batch: each prompt once (`share_prompt`) and no padding between units (`padding_free`)."
@@ -258,7 +258,10 @@ class WRPOTrainer(DPOTrainer):
         impl, window = getattr(cfg, "_attn_implementation", None), _attn_window(cfg)
         share = a.share_prompt and impl in ("sdpa", "eager") and window != "mixed"   # 4-D masks: SDPA and eager only
         if not (share or a.padding_free): return None
-        dtype = torch.bool if impl == "sdpa" else next(model.parameters()).dtype
+        # an additive float mask: SDPA's CPU kernel converts a bool mask to float in every layer (and keeps each copy for
+        # backward); under mixed precision the query dtype differs from the parameters', so bool there
+        mixed = impl == "sdpa" and (a.bf16 or a.fp16)
+        dtype = torch.bool if mixed else next(model.parameters()).dtype
         return dict(share_prompt=share, padding_free=a.padding_free, mask_dtype=dtype, window=window if share else None)
 
     def _forward_logps(self, model, inputs, parts=(0, 1, 2), grad=True):
