@@ -135,9 +135,11 @@ def pack_responses(input_ids:Tensor, # padded batch from `DataCollatorForWRPO`, 
             unit = [prompt[:-1], list(range(P - 1)), [-100] * (P - 1), [-1] * (P - 1), [0] * (P - 1)]
         for j, k in enumerate(parts):
             r = k * b + i; resp = ids[r][P:lens[r]]
-            head, start = (prompt[-1:], P - 1) if share_prompt else (prompt, 0)
+            head = prompt[-1:] if share_prompt else prompt
+            start = P - len(head) if share_prompt else 0
             n = len(head) + len(resp)
             seg = [head + resp, list(range(start, start + n)), [-100] * len(head) + resp, [-1] * len(head) + [j * b + i] * len(resp), [1 + j] * n]
+            seg[2][0], seg[3][0] = -100, -1   # a segment's first token is never scored (empty prompt: as in the padded batch)
             if share_prompt:
                 for u, s in zip(unit, seg): u += s
             else: units.append(seg)
