@@ -14,7 +14,9 @@ Methods, each in its own worker process:
   trl_dpo      trl's DPOTrainer (sigmoid loss) on (y_wt, y_l)
   wrpo_padded  (optional, --methods) WRPOTrainer with share_prompt=False, padding_free=False: the previous padded batch
 
-Timing: the parent drives the workers round-robin, one optimiser step at a time (a callback blocks each worker until the
+Timing: the parent drives the workers round-robin, one optimiser step at a time (workers are started one after the other; between steps each
+hands freed memory back with malloc_trim, untimed, since three 135M-parameter workers with a step's activations each
+do not fit in 24 GB) (a callback blocks each worker until the
 parent says go), so load from other jobs on a shared machine hits all methods alike; step time is the median of the steps
 after the warm-up. Useful tokens per step: each prompt once plus each response (P + R_ws + R_wt + R_l for WRPO,
 P + R_wt + R_l for a DPO pair), batch x the dataset's mean, over the median step time.
@@ -24,7 +26,7 @@ weights, the Adam state and the one-off reference pass, which are alike for all 
 the RSS at the start of training (the steps' working memory, roughly). On CUDA: `torch.cuda.max_memory_allocated`.
 Ends with one JSON line per shape.
 """
-import argparse, json, os, resource, statistics, subprocess, sys, time
+import argparse, ctypes, json, os, resource, statistics, subprocess, sys, time
 
 METHODS = ("wrpo", "wrpo_dpo", "trl_dpo")
 SHAPES = {
@@ -66,11 +68,16 @@ def worker(a):
     model = AutoModelForCausalLM.from_config(LlamaConfig(max_position_embeddings=2048, pad_token_id=0, **shape), attn_implementation="sdpa")
     common = dict(max_steps=a.steps + a.warmup, per_device_train_batch_size=a.batch, logging_steps=10**6, learning_rate=1e-5,
                   max_length=None, precompute_ref_log_probs=True, precompute_ref_batch_size=a.batch)
+    libc = ctypes.CDLL("libc.so.6")
     class Gate(TrainerCallback):   # one step per "go" from the parent
         def on_train_begin(self, *args, **kw): self.base = rss_bytes()
         def on_step_begin(self, *args, **kw):
-            print("WAIT", flush=True); sys.stdin.readline(); self.t = time.perf_counter()
-        def on_step_end(self, *args, **kw): print(f"STEP {time.perf_counter() - self.t:.6f}", flush=True)
+            print("WAIT", flush=True)
+            while sys.stdin.readline().strip() != "go": libc.malloc_trim(0)   # "trim": after the reference pass
+            self.t = time.perf_counter()
+        def on_step_end(self, *args, **kw):
+            print(f"STEP {time.perf_counter() - self.t:.6f}", flush=True)
+            libc.malloc_trim(0)   # untimed: hand freed activations back to the OS, so idle workers do not hold a step's peak
     gate = Gate()
     if name == "trl_dpo":
         class TokenizedDPO(DPOTrainer):
@@ -107,6 +114,7 @@ def run_shape(shape, a):
                "--batch", str(a.batch), "--threads", str(a.threads)]
         procs[m] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         until(procs[m], "WAIT")
+        procs[m].stdin.write("trim\n"); procs[m].stdin.flush()
     times = {m: [] for m in a.methods}
     for step in range(a.steps + a.warmup):
         for m in (a.methods if step % 2 == 0 else a.methods[::-1]):   # alternate the order too
