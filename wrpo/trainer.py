@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 from accelerate.utils import broadcast_object_list, is_peft_model, tqdm
 from datasets import Dataset, IterableDataset, concatenate_datasets
 from datasets.fingerprint import Hasher
@@ -31,7 +32,8 @@ from .losses import LOSS_TYPES, SCHEDULES, alpha_at, wrpo_loss
 logger = logging.get_logger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'REF_COLUMNS', 'ID_COLUMNS', 'WRPOConfig', 'DataCollatorForWRPO', 'WRPOTrainer', 'cpu_args', 'sft_train']
+__all__ = ['logger', 'REF_COLUMNS', 'ID_COLUMNS', 'WRPOConfig', 'DataCollatorForWRPO', 'pack_responses', 'WRPOTrainer',
+           'cpu_args', 'sft_train']
 
 # %% ../nbs/06_trainer.ipynb #feca34fe
 @dataclass
@@ -45,6 +47,8 @@ class WRPOConfig(DPOConfig):
     nll_coef: float = field(default=0.0, metadata={"help": "weight of the alpha-weighted NLL term on y_ws and y_wt"})
     log_unweighted_margins: bool = field(default=True, metadata={"help": "forward a zero-weight response without gradient to log its margin"})
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "default: on with CUDA, off on CPU"})
+    padding_free: bool = field(default=True, metadata={"help": "pack sequences into rows with position_ids restarting per segment, no padding between them"})
+    share_prompt: bool = field(default=True, metadata={"help": "encode each prompt once for its three responses (4-D block mask)"})
 
     def __post_init__(self):
         if isinstance(self.loss_type, (list, tuple)) and len(self.loss_type) == 1: self.loss_type = self.loss_type[0]
@@ -92,6 +96,80 @@ class DataCollatorForWRPO(DataCollatorMixin):
             if col in examples[0]: out[col] = torch.tensor([ex[col] for ex in examples])
         return out
 
+# %% ../nbs/06_trainer.ipynb #2755f79f
+def _attn_window(config)->int|str|None:
+    "The sliding window every layer applies (None: none), or 'mixed' when layers differ."
+    types = set(getattr(config, "layer_types", None) or [])
+    if "sliding_attention" in types and len(types) > 1: return "mixed"
+    if types == {"full_attention"} or getattr(config, "use_sliding_window", True) is False: return None
+    w = getattr(config, "sliding_window", None)
+    return None if w is None else int(w)
+
+def _first_fit(sizes:list[int], cap:int)->list[list[int]]:
+    "Indices of `sizes` packed first-fit decreasing into bins of capacity `cap` (each size <= cap)."
+    bins, room = [], []
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        j = next((j for j, r in enumerate(room) if sizes[i] <= r), None)
+        if j is None: bins.append([i]); room.append(cap - sizes[i])
+        else: bins[j].append(i); room[j] -= sizes[i]
+    return bins
+
+def pack_responses(input_ids:Tensor, # padded batch from `DataCollatorForWRPO`, shape (3b, T)
+                   attention_mask:Tensor, # shape (3b, T)
+                   completion_mask:Tensor, # shape (3b, T)
+                   parts=(0, 1, 2), # which responses to keep: 0 y_ws, 1 y_wt, 2 y_l
+                   share_prompt:bool=True, # encode each prompt once: [prompt, y_ws, y_wt, y_l] with a 4-D block mask
+                   padding_free:bool=True, # pack several units in a row (first-fit, capacity = the longest unit)
+                   mask_dtype=torch.bool, # bool (SDPA), or a float dtype: an additive mask (SDPA, eager attention)
+                   window:int|None=None, # sliding attention window to fold into the 4-D mask
+                  )->dict:
+    "Repack a padded WRPO batch: each prompt once (`share_prompt`) and no padding between units (`padding_free`)."
+    if not (share_prompt or padding_free): raise ValueError("nothing to repack: the padded batch is the layout")
+    n_parts, b = 3, input_ids.size(0) // 3
+    dev = input_ids.device
+    lens, plen, ids = attention_mask.sum(1).tolist(), (attention_mask - completion_mask).sum(1).tolist(), input_ids.tolist()
+    units = []   # (tokens, positions, labels, segment, group); one per example (shared prompt) or per sequence
+    for i in range(b):
+        P = plen[i]; prompt = ids[i][:P]
+        unit = [[], [], [], [], []]
+        if share_prompt:   # prompt[:-1] once; each response starts with a copy of the last prompt token (it predicts the response's first token)
+            unit = [prompt[:-1], list(range(P - 1)), [-100] * (P - 1), [-1] * (P - 1), [0] * (P - 1)]
+        for j, k in enumerate(parts):
+            r = k * b + i; resp = ids[r][P:lens[r]]
+            head = prompt[-1:] if share_prompt else prompt
+            start = P - len(head) if share_prompt else 0
+            n = len(head) + len(resp)
+            seg = [head + resp, list(range(start, start + n)), [-100] * len(head) + resp, [-1] * len(head) + [j * b + i] * len(resp), [1 + j] * n]
+            seg[2][0], seg[3][0] = -100, -1   # a segment's first token is never scored (empty prompt: as in the padded batch)
+            if share_prompt:
+                for u, s in zip(unit, seg): u += s
+            else: units.append(seg)
+        if share_prompt: units.append(unit)
+    sizes = [len(u[0]) for u in units]
+    bins = _first_fit(sizes, max(sizes)) if padding_free else [[i] for i in range(len(units))]
+    L = max(sum(sizes[i] for i in bn) for bn in bins)
+    rows = {k: [] for k in ("input_ids", "position_ids", "labels", "segment", "group", "unit")}
+    for bn in bins:
+        row = [sum((units[i][f] for i in bn), []) for f in range(5)] + [sum(([i] * sizes[i] for i in bn), [])]
+        pad = L - len(row[0])
+        for k, x, v in zip(rows, row, (0, None, -100, -1, 0, -1)):
+            rows[k].append(x + (list(range(pad)) if v is None else [v] * pad))   # padding: a segment of its own from position 0
+    out = {k: torch.tensor(v, dtype=torch.long, device=dev) for k, v in rows.items()}
+    unit, group = out.pop("unit"), out.pop("group")
+    out["attention_mask"] = None   # padding_free without a shared prompt: transformers reads the segments from position_ids
+    if share_prompt:
+        idx = torch.arange(L, device=dev)
+        same = unit[:, :, None] == unit[:, None, :]
+        m = (idx[None, None, :] <= idx[None, :, None]) & same & ((group[:, :, None] == group[:, None, :]) | (group[:, None, :] == 0))
+        if window is not None:
+            p = out["position_ids"]; m &= (p[:, :, None] - p[:, None, :]) < window
+        m = m[:, None]
+        if mask_dtype != torch.bool: m = torch.zeros(m.shape, dtype=mask_dtype, device=dev).masked_fill(~m, torch.finfo(mask_dtype).min)
+        out["attention_mask"] = m
+    out["n"] = len(parts) * b
+    return out
+
+
 # %% ../nbs/06_trainer.ipynb #49e2592e
 class WRPOTrainer(DPOTrainer):
     "trl's DPOTrainer extended to WRPO quadruples (prompt, y_ws, y_wt, y_l) and the fusion-coefficient schedule."
@@ -117,8 +195,11 @@ class WRPOTrainer(DPOTrainer):
             if tok.pad_token is None: tok.pad_token = tok.eos_token
             data_collator = DataCollatorForWRPO(pad_token_id=tok.pad_token_id, max_length=args.max_length,
                                                 pad_to_multiple_of=args.pad_to_multiple_of)
-        super().__init__(model, ref_model=ref_model, args=args, data_collator=data_collator, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset, processing_class=processing_class, peft_config=peft_config, **kwargs)
+        padding_free, args.padding_free = args.padding_free, False   # trl 1.16 disables its own padding_free for DPO, with a warning
+        try:
+            super().__init__(model, ref_model=ref_model, args=args, data_collator=data_collator, train_dataset=train_dataset,
+                             eval_dataset=eval_dataset, processing_class=processing_class, peft_config=peft_config, **kwargs)
+        finally: args.padding_free = padding_free
         if self._simpo: self.precompute_ref_logps = False
 
     # ---- data -------------------------------------------------------------------------------------------
@@ -173,6 +254,38 @@ class WRPOTrainer(DPOTrainer):
         tok_logps = out.log_probs[:, -shift.size(1):]
         return tok_logps.sum(1), shift.sum(1), out, tok_logps
 
+    def _layout(self, model)->dict|None:
+        "`pack_responses` options for `model`, or None for the padded batch."
+        a = self.args
+        cfg = self.accelerator.unwrap_model(model).config
+        impl, window = getattr(cfg, "_attn_implementation", None), _attn_window(cfg)
+        share = a.share_prompt and impl in ("sdpa", "eager") and window != "mixed"   # 4-D masks: SDPA and eager only
+        if not (share or a.padding_free): return None
+        # an additive float mask: SDPA's CPU kernel converts a bool mask to float in every layer (and keeps each copy for
+        # backward); under mixed precision the query dtype differs from the parameters', so bool there
+        mixed = impl == "sdpa" and (a.bf16 or a.fp16)
+        dtype = torch.bool if mixed else next(model.parameters()).dtype
+        return dict(share_prompt=share, padding_free=a.padding_free, mask_dtype=dtype, window=window if share else None)
+
+    def _forward_logps(self, model, inputs, parts=(0, 1, 2), grad=True):
+        "Summed log-probs and completion lengths of responses `parts` (part-major, shape (len(parts)*b,)) and the model outputs."
+        ids, att, cm = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
+        layout = self._layout(model)
+        if layout is None:
+            if len(parts) < 3:   # keep the selected rows, drop padding columns they do not need
+                b = ids.size(0) // 3
+                r = torch.cat([torch.arange(k * b, (k + 1) * b, device=ids.device) for k in parts]); T = int(att[r].sum(1).max())
+                ids, att, cm = ids[r, :T], att[r, :T], cm[r, :T]
+            logps, lens, out, _ = self._seq_logps(model, ids, att, cm, grad=grad)
+            return logps, lens, out
+        pk = pack_responses(ids, att, cm, parts=tuple(parts), **layout)
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            out = model(input_ids=pk["input_ids"], attention_mask=pk["attention_mask"], position_ids=pk["position_ids"],
+                        labels=pk["labels"], use_cache=False, fused_lm_head=True)
+        seg = pk["segment"][:, 1:]; tok = out.log_probs[:, -seg.size(1):]; keep = seg >= 0
+        logps = tok.new_zeros(pk["n"], dtype=torch.float64).index_add(0, seg[keep], tok[keep].double()).to(tok.dtype)
+        return logps, torch.bincount(seg[keep], minlength=pk["n"]), out
+
     def _ref_context(self):
         if self.ref_model is None and is_peft_model(self.model):
             unwrapped = self.accelerator.unwrap_model(self.model)
@@ -184,7 +297,7 @@ class WRPOTrainer(DPOTrainer):
         if model is None: model = self.ref_model if self.ref_model is not None else self.model
         with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs), \
              self._ref_context(), self.accelerator.autocast():
-            logps, *_ = self._seq_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"], grad=False)
+            logps, *_ = self._forward_logps(model, inputs, grad=False)
         return logps
 
     def compute_ref_log_probs(self, model, inputs):
@@ -233,22 +346,18 @@ class WRPOTrainer(DPOTrainer):
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
         a = self.current_alpha()
-        ids, att, cm = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
+        ids, att = inputs["input_ids"], inputs["attention_mask"]
         b = ids.size(0) // 3
         weights = self.args.static_weights          # (w_ws, w_wt) fixed for the run, or None
         grad_parts = [0, 1, 2] if weights is None else [k for k, w in zip((0, 1), weights) if w > 0] + [2]
         rows = lambda parts: torch.cat([torch.arange(k * b, (k + 1) * b, device=ids.device) for k in parts])
-        def trimmed(parts):  # drop padding columns the selected rows do not need
-            if len(parts) == 3: return ids, att, cm   # the collator already padded to this batch's longest row
-            r = rows(parts); T = int(att[r].sum(1).max())
-            return ids[r, :T], att[r, :T], cm[r, :T]
-        logps_g, lens_g, outputs, tok_logps = self._seq_logps(model, *trimmed(grad_parts))
+        logps_g, lens_g, outputs = self._forward_logps(model, inputs, grad_parts)
         full = torch.zeros(3 * b, dtype=logps_g.dtype, device=ids.device)
         logps = full.index_put((rows(grad_parts),), logps_g)
         lens = full.detach().index_put((rows(grad_parts),), lens_g.to(full.dtype))
         other = [k for k in (0, 1) if k not in grad_parts]
         if other and self.args.log_unweighted_margins:   # zero-weight response: no gradient, only for the logged margins
-            lo, ln, *_ = self._seq_logps(model, *trimmed(other), grad=False)
+            lo, ln, _ = self._forward_logps(model, inputs, other, grad=False)
             logps = logps.index_put((rows(other),), lo.to(logps.dtype)); lens = lens.index_put((rows(other),), ln.to(lens.dtype))
         have = sorted(grad_parts + (other if self.args.log_unweighted_margins else []))
         p_ws, p_wt, p_l = logps.chunk(3); l_ws, l_wt, l_l = lens.clamp(min=1).chunk(3)
@@ -258,7 +367,7 @@ class WRPOTrainer(DPOTrainer):
         else:
             with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs), self._ref_context():
                 ref_model = self.ref_model if self.ref_model is not None else self.model
-                r, *_ = self._seq_logps(ref_model, *trimmed(have), grad=False)
+                r, *_ = self._forward_logps(ref_model, inputs, have, grad=False)
             ref = torch.zeros(3 * b, dtype=logps.dtype, device=ids.device).index_put((rows(have),), r.to(logps.dtype))
             r_ws, r_wt, r_l = ref.chunk(3)
 
@@ -266,13 +375,13 @@ class WRPOTrainer(DPOTrainer):
                         beta=self.args.beta, loss_type=self.args.loss_type, tau=self.args.tau, gamma=self.args.simpo_gamma,
                         label_smoothing=self.args.label_smoothing, len_ws=l_ws, len_wt=l_wt, len_l=l_l, nll_coef=self.args.nll_coef)
         loss = out.losses.mean()
-        self._log_wrpo_metrics(mode, a, out, logps.detach(), lens, have, outputs, cm, grad_parts, b)
+        self._log_wrpo_metrics(mode, a, out, logps.detach(), lens, have, outputs)
         if return_outputs:
             with torch.no_grad(): outputs = model(input_ids=ids, attention_mask=att)
             return loss, outputs
         return loss
 
-    def _log_wrpo_metrics(self, mode, a, out, logps, lens, have, outputs, cm, grad_parts, b):
+    def _log_wrpo_metrics(self, mode, a, out, logps, lens, have, outputs):
         g = lambda x: self.accelerator.gather_for_metrics(x.detach().float()).mean().item()
         m = self._metrics[mode]
         m["alpha"].append(a)
@@ -291,11 +400,9 @@ class WRPOTrainer(DPOTrainer):
         m["rewards/margins"].append(g(out.margin)); m["rewards/accuracies"].append(g((out.margin > 0).float()))
         if self.args.nll_coef > 0: m["nll"].append(g(out.nll))
         if outputs.entropy is not None:
-            shift = torch.cat([cm[k * b:(k + 1) * b] for k in grad_parts])[:, 1:]
-            ent = outputs.entropy[:, -shift.size(1):][:, :shift.size(1)]
-            T = min(ent.size(1), shift.size(1))
-            tot = self.accelerator.gather_for_metrics((ent[:, :T] * shift[:, :T]).sum().detach()).sum()
-            n = self.accelerator.gather_for_metrics(shift[:, :T].sum()).sum()
+            mask = outputs.label_mask
+            tot = self.accelerator.gather_for_metrics((outputs.entropy[:, -mask.size(1):] * mask).sum().detach()).sum()
+            n = self.accelerator.gather_for_metrics(mask.sum()).sum()
             m["entropy"].append((tot / n).item() if n > 0 else 0.0)
 
 # %% ../nbs/06_trainer.ipynb #5d26d0ec
