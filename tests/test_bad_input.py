@@ -69,7 +69,7 @@ def test_bad_files(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"prompt": "x"}\n[1, 2]\n')
     (tmp_path / "c.yaml").write_text("name: [unclosed\n")
     cases = [(lambda: read_rows(tmp_path / "a.jsonl"), "a.jsonl: line 2 is not UTF-8"),
-             (lambda: read_rows(tmp_path / "b.jsonl"), "b.jsonl line 2: expected a JSON object"),
+             (lambda: read_rows(tmp_path / "b.jsonl"), "b.jsonl line 2 (row 1): expected a JSON object"),
              (lambda: read_rows(tmp_path / "none.jsonl"), "file not found"), (lambda: load_config(tmp_path / "c.yaml"), "c.yaml: not valid YAML"),
              (lambda: load_quadruples([{"prompt": "x", "answer": "y"}]), "unknown schema with columns ['answer', 'prompt']"),
              (lambda: load_quadruples([{"prompt": "x", "chosen": ["a"], "rejected": ["b"]}]), "the release format needs a list [y_ws, y_wt]")]

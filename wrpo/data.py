@@ -53,6 +53,8 @@ def validate_row(row:dict, i:int=0)->dict:
     if len(set(kinds.values())) > 1:
         raise QuadrupleError(f"row {i}: mixes plain strings ({[f for f, s in kinds.items() if s]}) and chat messages "
                              f"({[f for f, s in kinds.items() if not s]}); use one format per row")
+    for f in [k for k in row if k.startswith("score") and k not in SCORE_FIELDS]:   # other score columns: numbers, finite
+        if isinstance(row[f], float) and not math.isfinite(row[f]): raise QuadrupleError(f"row {i}, field '{f}': non-finite score {row[f]}")
     for f in SCORE_FIELDS:
         if f in row and row[f] is not None:
             s = row[f]
@@ -89,6 +91,10 @@ def from_release_row(row:dict, i:int=0)->dict:
         raise QuadrupleError(f"row {i}, field 'chosen': the release format needs a list [y_ws, y_wt] of length 2, got {_short(ch)}")
     if "prompt" not in row or row["prompt"] is None: raise QuadrupleError(f"row {i}: missing field 'prompt'")
     if isinstance(rj, list) and len(rj) == 1: rj = rj[0]  # [y_l]; a one-message list reads the same either way
+    if isinstance(rj, list) and len(rj) > 1 and (all(isinstance(x, list) for x in rj) or
+                                                 sum(isinstance(x, dict) and x.get("role") == "assistant" for x in rj) > 1):
+        raise QuadrupleError(f"row {i}, field 'rejected': the release format holds one rejected response [y_l], got {len(rj)} "
+                             f"({'responses' if isinstance(rj[0], list) else 'assistant messages'}): {_short(rj)}")
     out = {k: v for k, v in row.items() if k not in ("chosen", "rejected")}
     out["prompt"] = _as_prompt_messages(row["prompt"], i)
     out["source_chosen"] = _assistant_part(ch[0], "chosen[0] (y_ws)", i)
@@ -125,8 +131,8 @@ def read_rows(source,            # Dataset/DatasetDict, list, DataFrame, save_to
         for n, line in enumerate(text().splitlines()):
             if not line.strip(): continue
             try: row = json.loads(line)
-            except json.JSONDecodeError as e: raise QuadrupleError(f"{p} line {n+1}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict): raise QuadrupleError(f"{p} line {n+1}: expected a JSON object (a row), got {type(row).__name__}")
+            except json.JSONDecodeError as e: raise QuadrupleError(f"{p} line {n+1} (row {len(rows)}): invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict): raise QuadrupleError(f"{p} line {n+1} (row {len(rows)}): expected a JSON object (a row), got {type(row).__name__}")
             rows.append(row)
         return rows
     if suf == ".json":
@@ -188,6 +194,13 @@ def load_quadruples(source,             # Dataset/DatasetDict, save_to_disk dir,
     if any(not isinstance(r["prompt"], str) for r in rows) and any(isinstance(r["prompt"], str) for r in rows):
         rows = [_to_messages(r) for r in rows]
     cols = list(dict.fromkeys(k for r in rows for k in r))   # every column any row has (a missing value is None), not row 0's
+    kind = lambda v: "number" if isinstance(v, (int, float)) and not isinstance(v, bool) else type(v).__name__
+    for c in cols:   # one type per column (Arrow's own error names neither the row nor the column)
+        first = {}
+        for i, r in enumerate(rows):
+            if r.get(c) is not None: first.setdefault(kind(r[c]), i)
+        if len(first) > 1:
+            raise QuadrupleError(f"column '{c}' changes type between rows: " + ", ".join(f"{k} in row {i}" for k, i in first.items()))
     return Dataset.from_list([{k: r.get(k) for k in cols} for r in rows])
 
 # %% ../nbs/02_data.ipynb #e3ef0f96

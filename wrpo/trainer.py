@@ -236,6 +236,10 @@ class WRPOTrainer(DPOTrainer):
                 if too_long:
                     logger.warning(f"{dataset_name}: dropping {len(too_long)} of {len(dataset)} rows whose prompt alone fills "
                                    f"max_length={args.max_length} (row indices {too_long[:10]}{'...' if len(too_long) > 10 else ''})")
+                    if len(too_long) == len(dataset):
+                        raise ValueError(f"{dataset_name}: the prompt of every one of the {len(dataset)} rows fills max_length="
+                                         f"{args.max_length} tokens on its own (the longest {max(map(len, dataset['prompt_ids']))}); "
+                                         "raise max_length or shorten the prompts")
                     keep = sorted(set(range(len(dataset))) - set(too_long))
                     dataset = dataset.select(keep)
         return dataset
