@@ -114,7 +114,7 @@ def logp_shift_table(model,                          # a causal LM (Target-SFT b
                      tokenizer,                      # its tokenizer
                      quads,                          # quadruples: list of dicts, Dataset, DataFrame or path
                      batch_size:int=8,               # sequences per forward pass
-                     keep:tuple=("source_id", "skill"), # metadata columns copied when present
+                     keep:tuple=("source_id",), # metadata columns copied when present (add a group column, e.g. a category)
                     )->pd.DataFrame:                 # columns source_chosen, target_chosen, rejected (per-token avg log-prob) + `keep`
     "Per-token average log-prob of y_ws, y_wt and y_l for each quadruple (the data of paper Fig. 1)."
     rows = _rows(quads)
@@ -170,8 +170,8 @@ def _stats(rewards:list, exact:float|None)->dict:
 def judge_answers(answers_by_prompt:list, # per prompt: one answer (str) or a list of answers
                   prompts:list,           # the prompts (strings or chat messages), same order
                   scorer,                 # `scorer(prompts, responses) -> list[float]`
-                  meta:list|None=None,    # per prompt: a dict with `group_key` (e.g. rows of `toyworld.make_prompts`) or a group label
-                  group_key:str="skill",  # the metadata key that names a row's group
+                  meta:list|None=None,    # per prompt: a dict with `group_key` (e.g. the prompt rows) or a group label
+                  group_key:str|None=None, # the metadata key that names a row's group; None: `meta` holds the labels themselves
                   exact:float|None=1.0,   # reward of an exact match (accuracy = share of rewards equal to it); None: no accuracy
                  )->dict:                 # overall: dict(reward, accuracy, n); groups: group -> the same; scores: per-prompt mean reward
     "Mean reward and exact-match accuracy of answers, overall and per group, judged by `scorer`."
@@ -215,7 +215,7 @@ def evaluate_model(model,                  # a transformers causal LM
                    temperature:float=0.0,  # 0: greedy
                    top_p:float=1.0,        # nucleus sampling (temperature > 0)
                    seed:int=0,             # sampling seed
-                   group_key:str="skill",  # metadata key of a row's group
+                   group_key:str|None=None, # metadata key of a row's group (None: no groups)
                    exact:float|None=1.0,   # reward of an exact match; None: no accuracy
                    name:str="model",       # model name (for messages)
                    device:str|None=None,   # None: cuda if available (the model is moved there)

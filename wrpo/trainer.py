@@ -411,7 +411,7 @@ class WRPOTrainer(DPOTrainer):
 
 # %% ../nbs/06_trainer.ipynb #5d26d0ec
 def cpu_args(cls=WRPOConfig, out_dir=None, **kw):
-    "A quiet CPU-friendly config of `cls` for tests and the offline miniature."
+    "A quiet CPU-friendly config of `cls` for tests and small CPU runs."
     d = dict(output_dir=out_dir or tempfile.mkdtemp(prefix="wrpo-"), per_device_train_batch_size=4, learning_rate=1e-3,
              max_steps=3, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, bf16=False,
              gradient_checkpointing=False, seed=0, disable_tqdm=True, dataloader_num_workers=0, lr_scheduler_type="constant")
