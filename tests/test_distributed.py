@@ -13,7 +13,11 @@ def _run(tmp, nproc, per_device, launcher="torchrun"):
     if nproc == 1: cmd = [sys.executable]
     elif launcher == "torchrun": cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     else: cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs/accelerate/ddp_cpu_2proc.yaml")]
-    r = subprocess.run(cmd + [str(HERE / "ddp_train.py"), str(out), str(per_device)], env=env, capture_output=True, text=True, timeout=600)
+    for attempt in range(2):
+        r = subprocess.run(cmd + [str(HERE / "ddp_train.py"), str(out), str(per_device)], env=env, capture_output=True, text=True, timeout=600)
+        # gloo on CPU now and then aborts a rank from a C++ thread ("terminate called without an active exception", seen
+        # about once in 10 runs, before and after any change of ours): one retry for exactly that, any other failure fails
+        if r.returncode == 0 or "terminate called without an active exception" not in r.stderr: break
     assert r.returncode == 0, r.stderr[-4000:]
     return json.loads((out / "result.json").read_text())
 

@@ -18,7 +18,9 @@ def _cmd(out, per_device, kind, zero3, resume=False):
 
 def _run(out, per_device, kind, zero3, resume=False):
     out.mkdir(exist_ok=True)
-    r = subprocess.run(_cmd(out, per_device, kind, zero3, resume), env=ENV, capture_output=True, text=True, timeout=1200)
+    for attempt in range(2):   # one retry for gloo's sporadic C++ abort on CPU only (see tests/test_distributed.py)
+        r = subprocess.run(_cmd(out, per_device, kind, zero3, resume), env=ENV, capture_output=True, text=True, timeout=1200)
+        if r.returncode == 0 or "terminate called without an active exception" not in r.stderr: break
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return json.loads((out / "result.json").read_text())
 
