@@ -11,46 +11,18 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from tqdm.auto import tqdm
 from .config import Config, ModelSpec, load_config
-from .data import read_rows
-from .sampling import load_sampler, to_messages, prompt_text, derive_seed
+from .data import read_rows, to_messages, prompt_text
+from .files import atomic_write_text, atomic_write_json, write_jsonl, read_jsonl, atomic_save_dataset
+from .sampling import load_sampler, derive_seed
+from .selection import select_source, select_target, source_contribution
 from .rewards import load_scorer, Scorer, CallableScorer
 
 logger = logging.getLogger("wrpo.build")
 
 # %% auto #0
-__all__ = ['logger', 'PROMPT_FIELDS', 'REUSE_COLUMNS', 'STAGES', 'atomic_write_text', 'write_jsonl', 'read_jsonl',
-           'atomic_save_dataset', 'normalize_prompt', 'prompt_key', 'prepare_prompts', 'split_prompts', 'parse_shard',
-           'BuildDir', 'select_source', 'select_target', 'build_sources', 'source_contribution', 'write_contribution',
-           'write_sft', 'build_targets', 'merge_shards', 'build', 'add_build_args', 'run_build', 'build_cli']
-
-# %% ../nbs/05_build.ipynb #390afc79
-def atomic_write_text(path, text: str):
-    "Write `text` to `path` via a temporary file and a rename"
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}"
-    with open(tmp, "w") as f: f.write(text); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-def write_jsonl(path, rows, clean: bool = False):
-    "Atomically write `rows` (dicts) as JSON lines; `clean` first removes temp files a killed writer of `path` left"
-    if clean:
-        for f in Path(path).parent.glob(f".tmp-{Path(path).name}-*"): f.unlink(missing_ok=True)
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-def read_jsonl(path) -> list[dict]:
-    "Rows of a JSONL file"
-    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
-
-def atomic_save_dataset(ds, path):
-    "`ds.save_to_disk` into a temporary directory, then rename it into place (replacing an older one)"
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    for f in list(path.parent.glob(f".tmp-{path.name}-*")) + list(path.parent.glob(f".old-{path.name}-*")):
-        shutil.rmtree(f, ignore_errors=True)  # left by a killed writer
-    tmp, old = path.parent / f".tmp-{path.name}-{os.getpid()}", path.parent / f".old-{path.name}-{os.getpid()}"
-    ds.save_to_disk(str(tmp))
-    if path.exists(): os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+__all__ = ['logger', 'PROMPT_FIELDS', 'REUSE_COLUMNS', 'STAGES', 'normalize_prompt', 'prompt_key', 'prepare_prompts',
+           'split_prompts', 'build_dir', 'parse_shard', 'BuildDir', 'build_sources', 'write_contribution', 'write_sft',
+           'build_targets', 'merge_shards', 'build', 'add_build_args', 'run_build', 'build_cli']
 
 # %% ../nbs/05_build.ipynb #cd094cff
 PROMPT_FIELDS = ("prompt", "instruction", "question", "messages")
@@ -102,6 +74,10 @@ def split_prompts(keys: list[str], sft_fraction: float = 1 / 3, seed: int = 42) 
     return sorted(rank[:k]), sorted(rank[k:])
 
 # %% ../nbs/05_build.ipynb #7e436ba1
+def build_dir(cfg:Config)->Path:
+    "Where `wrpo build` writes by default: build/ in the run directory (the same layout as `wrpo run`)."
+    return cfg.run_path() / "build"
+
 _NO_CONTENT = ("device", "max_concurrency", "max_retries", "retry_backoff", "timeout")  # do not change the data
 
 def parse_shard(s) -> tuple[int, int] | None:
@@ -210,21 +186,6 @@ def _sample_shards(bd: BuildDir, stage: str, spec: ModelSpec, n: int, shards: di
         if sampler is not None: sampler.close()
     return counts
 
-# %% ../nbs/05_build.ipynb #83b6b07c
-def select_source(cands: list[dict], top_k: int = 1) -> list[int]:
-    "Indices of the `top_k` best non-empty candidates ({source, sample_index, text, score}), in candidate order on ties"
-    ok = [i for i, c in enumerate(cands) if c["text"].strip()]
-    return sorted(ok, key=lambda i: (-cands[i]["score"], i))[:top_k]
-
-def select_target(texts: list[str], scores: list[float]) -> tuple[int | None, int | None, str]:
-    "(best, worst, status) over the non-empty responses, worst never the best sample; status 'ok', 'tie' (equal scores), 'identical' (same text) or 'empty' (< 2 non-empty)"
-    ok = [i for i, t in enumerate(texts) if t.strip()]
-    if len(ok) < 2: return None, None, "empty"
-    best = min(ok, key=lambda i: (-scores[i], i))
-    worst = min((i for i in ok if i != best), key=lambda i: (scores[i], i))
-    if texts[best].strip() == texts[worst].strip(): return best, worst, "identical"   # chosen == rejected: never a training row
-    return best, worst, "tie" if scores[best] == scores[worst] else "ok"
-
 # %% ../nbs/05_build.ipynb #ba86bda3
 def _scorer_for(cfg: Config, scorer):
     if scorer is None: return load_scorer(cfg.reward)
@@ -275,7 +236,7 @@ def build_sources(cfg, prompts=None, out_dir=None, shard=None, scorer=None, spli
     "Source stage: sample every source N times per prompt, score, choose y_ws; resumable, for this process's shards"
     cfg = load_config(cfg, overrides)
     if not cfg.sources: raise ValueError("sources: the config lists no source models")
-    bd = BuildDir(out_dir or cfg.run_dir or f"runs/{cfg.name}/data")
+    bd = BuildDir(out_dir or build_dir(cfg))
     man = bd.prepare(cfg, prompts, split)
     recs = {r["prompt_id"]: r for r in bd.prompts()}
     chunks = bd.chunks(sorted(recs), man["shard_size"])
@@ -301,15 +262,6 @@ def _check_complete(bd: BuildDir, stage: str, n: int, extra_dirs=()) -> None:
     if missing: raise FileNotFoundError(f"{bd.root}: {stage} is incomplete, {len(missing)} of {n} shards missing "
                                         f"(e.g. {missing[:10]}); run the missing --shard jobs or pass their directories to merge")
 
-def source_contribution(rows, sources=None) -> dict:
-    "Share of y_ws per source from rows with a `source_id` (a dataset, list of dicts, or build dir)"
-    if isinstance(rows, (str, Path)): rows = [dict(source_id=_ws(r)["source"]) for r in _scored_rows(BuildDir(rows)) if r["top"]]
-    elif hasattr(rows, "column_names"): rows = [dict(source_id=s) for s in rows["source_id"]]
-    ids = [r["source_id"] for r in rows]
-    names = list(dict.fromkeys(list(sources or []) + sorted(set(ids))))
-    total = len(ids)
-    return {s: dict(count=ids.count(s), share=ids.count(s) / total if total else 0.0) for s in names}
-
 def _scored_rows(bd: BuildDir):
     "Scored rows of all shards, streamed shard by shard"
     for f in sorted(bd.path("scored").glob("shard-*.jsonl")): yield from read_jsonl(f)
@@ -318,7 +270,7 @@ def _ws(r, k: int = 0) -> dict: return r["top"][k]
 
 def write_contribution(path_base, table: dict):
     "Write a contribution table as `<base>.json` and `<base>.csv`"
-    atomic_write_text(f"{path_base}.json", json.dumps(table, indent=1))
+    atomic_write_json(f"{path_base}.json", table)
     lines = ["source,count,share"] + [f"{s},{v['count']},{v['share']:.6f}" for s, v in table.items()]
     atomic_write_text(f"{path_base}.csv", "\n".join(lines) + "\n")
 
@@ -340,7 +292,7 @@ def write_sft(cfg, out_dir, extra_dirs=(), jsonl: bool | None = None) -> dict:
         if pid not in sft_ids: continue
         if not r["top"]: dropped += 1; continue
         for k, c in enumerate(r["top"]):
-            rows.append(dict(prompt=recs[pid]["prompt"], completion=[{"role": "assistant", "content": c["text"]}], prompt_id=pid,
+            rows.append(dict(prompt=recs[pid]["prompt"], completion=to_messages(c["text"], "assistant"), prompt_id=pid,
                              source_id=c["source"], source_sample_index=c["sample_index"], score=c["score"], rank=k,
                              **{col: recs[pid].get(col) for col in keep}))
     if rows:
@@ -352,7 +304,7 @@ def write_sft(cfg, out_dir, extra_dirs=(), jsonl: bool | None = None) -> dict:
                             "(prompt_ids %s); check the reward model", len(flat), len(recs), flat[:10])
     stats = dict(sft_rows=len(rows), sft_prompts=len(sp["sft"]), sft_dropped_no_source_response=dropped,
                  no_source_response=none, source_scores_all_equal=len(flat), contribution=table)
-    atomic_write_text(bd.path("sft_stats.json"), json.dumps(stats, indent=1))
+    atomic_write_json(bd.path("sft_stats.json"), stats)
     return stats
 
 # %% ../nbs/05_build.ipynb #b9ff2c5f
@@ -360,7 +312,7 @@ def _quadruple(rec, sr, texts, scores, best, worst, status, keep) -> dict:
     ws = _ws(sr) if sr["top"] else None
     row = dict(prompt_id=rec["prompt_id"], status=status, flag="tie" if status == "tie" else "")
     if status in ("ok", "tie"):
-        a = lambda t: [{"role": "assistant", "content": t}]
+        a = lambda t: to_messages(t, "assistant")
         row.update(prompt=rec["prompt"], source_chosen=a(ws["text"]), target_chosen=a(texts[best]), rejected=a(texts[worst]),
                    source_id=ws["source"], score_source_chosen=ws["score"], score_target_chosen=scores[best],
                    score_rejected=scores[worst], source_sample_index=ws["sample_index"], target_chosen_index=best,
@@ -445,14 +397,14 @@ def merge_shards(cfg, out_dir, extra_dirs=(), jsonl: bool | None = None) -> dict
     write_contribution(bd.path("quadruple_source_contribution"), table)
     stats = dict(pref_prompts=len(rows), rows=len(out), status_counts=status, tie_policy=cfg.build.tie_policy,
                  dropped=len(rows) - len(out), prompt_stats=man["prompt_stats"], contribution=table)
-    atomic_write_text(bd.path("stats.json"), json.dumps(stats, indent=1))
+    atomic_write_json(bd.path("stats.json"), stats)
     return stats
 
 # %% ../nbs/05_build.ipynb #66b0f497
 def build(cfg, prompts=None, out_dir=None, target_model_path=None, shard=None, scorer=None, overrides=None) -> dict:
     "All stages this process can run: sources, SFT data, and given the (SFT) target model the target stage and merge"
     cfg = load_config(cfg, overrides)
-    out_dir = out_dir or cfg.run_dir or f"runs/{cfg.name}/data"
+    out_dir = out_dir or build_dir(cfg)
     res = dict(sources=build_sources(cfg, prompts, out_dir, shard=shard, scorer=scorer))
     if parse_shard(shard) not in (None, (0, 1)): return res  # sharded: merge after all jobs
     res["sft"] = write_sft(cfg, out_dir)
@@ -469,7 +421,7 @@ def add_build_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--config", dest="config_opt", metavar="CONFIG", help="the same as the positional CONFIG")
     p.add_argument("--prompts", help="prompts: .jsonl/.json/.parquet, save_to_disk dir or dataset name")
     p.add_argument("--split", default="train", help="split of a DatasetDict / hub dataset")
-    p.add_argument("--out", help="build directory (default: run_dir or runs/<name>/data)")
+    p.add_argument("--out", help="build directory (default: build/ in the run directory: run_dir, or runs/<name>)")
     p.add_argument("--stage", choices=STAGES, default="all", help="stage to run")
     p.add_argument("--shard", help="i/n: this job's share of the shards")
     p.add_argument("--target-model", help="path of the SFT target model for the target stage")
@@ -487,7 +439,7 @@ def run_build(args) -> dict:
     if not name: raise ValueError("wrpo build: name a config (wrpo build CONFIG or --config CONFIG)")
     parse_shard(args.shard)   # a bad --shard fails before anything is written
     cfg = load_config(str(config_path(name)), args.override + (["build.jsonl=true"] if args.jsonl else []))
-    out = args.out or cfg.run_dir or f"runs/{cfg.name}/data"
+    out = args.out or build_dir(cfg)
     if args.stage == "all": return build(cfg, args.prompts, out, args.target_model, args.shard)
     if args.stage == "sources": return build_sources(cfg, args.prompts, out, shard=args.shard, split=args.split)
     if args.stage == "sft": return write_sft(cfg, out, args.merge_from)

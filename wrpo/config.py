@@ -159,7 +159,11 @@ class Config:
     train: TrainSpec = field(default_factory=TrainSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
     name: str = "wrpo"  # run name
-    run_dir: str | None = None  # where the run writes; None -> runs/<name>
+    run_dir: str | None = None  # the run directory (`wrpo build` writes under its build/); None -> runs/<name>
+
+    def run_path(self, out=None)->Path:
+        "The run directory: `out` when given, else `run_dir`, else runs/<name> (relative to the working directory)."
+        return Path(out or self.run_dir or f"runs/{self.name}")
 
 _NESTED = {c.__name__: c for c in (RowsSpec, ProviderSpec, LauncherSpec, PipelineSpec, TrainSpec, EvalSpec, ModelSpec, RewardSpec, BuildSpec)}
 
@@ -421,10 +425,7 @@ def config_to_dict(cfg: Config) -> dict:
 
 def save_config(cfg: Config, path) -> Path:
     "Write `cfg` as YAML to `path` atomically (a temporary file renamed), unchanged files untouched"
-    import os, uuid
-    p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    from wrpo.files import atomic_write_text
+    p, text = Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     if p.exists() and p.read_text() == text: return p
-    tmp = p.with_name(f".{p.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text); os.replace(tmp, p)
-    return p
+    return atomic_write_text(p, text)

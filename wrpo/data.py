@@ -13,8 +13,8 @@ import datasets
 from datasets import Dataset, DatasetDict
 
 # %% auto #0
-__all__ = ['RESPONSE_FIELDS', 'QUADRUPLE_FIELDS', 'SCORE_FIELDS', 'QuadrupleError', 'validate_row', 'from_release_row',
-           'read_rows', 'detect_schema', 'validate_quadruples', 'load_quadruples', 'to_pairs']
+__all__ = ['RESPONSE_FIELDS', 'QUADRUPLE_FIELDS', 'SCORE_FIELDS', 'QuadrupleError', 'validate_row', 'to_messages', 'prompt_text',
+           'from_release_row', 'read_rows', 'detect_schema', 'validate_quadruples', 'load_quadruples', 'to_pairs']
 
 # %% ../nbs/02_data.ipynb #4ed09db6
 RESPONSE_FIELDS = ("source_chosen", "target_chosen", "rejected")
@@ -65,24 +65,39 @@ def validate_row(row:dict, i:int=0)->dict:
         raise QuadrupleError(f"row {i}, field 'source_id': expected a string, got {_short(row['source_id'])}")
     return row
 
+# %% ../nbs/02_data.ipynb #747f27e4
+def to_messages(x, # a string, one message dict, or a list of {role, content} message dicts
+                role:str="user", # the role a plain string gets ("assistant" for a response)
+               )->list[dict]:
+    "A fresh chat message list with only `role` and `content` keys; anything else raises `TypeError`."
+    if isinstance(x, str): return [{"role": role, "content": x}]
+    if isinstance(x, dict): x = [x]
+    if isinstance(x, (list, tuple)) and all(isinstance(m, dict) and "role" in m and "content" in m for m in x):
+        return [{"role": m["role"], "content": m["content"]} for m in x]
+    raise TypeError(f"expected a string, a message dict or a list of {{role, content}} messages, got {_short(x)}")
+
+def prompt_text(messages, # anything `to_messages` accepts
+               )->str:
+    "All message contents joined by newlines."
+    return "\n".join(m["content"] or "" for m in to_messages(messages))
+
 # %% ../nbs/02_data.ipynb #dd1bed09
-def _assistant_part(v, field, i, prompt_msgs=None):
-    "The assistant turn(s) of a response given as a string, a message dict or a message list."
-    if isinstance(v, str): return [{"role": "assistant", "content": v}]
-    if isinstance(v, dict): v = [v]
-    if not isinstance(v, list) or not v:
+def _assistant_part(v, field, i):
+    "The trailing assistant turn(s) of a response given as a string, a message dict or a message list."
+    try: msgs = to_messages(v, "assistant")
+    except TypeError: msgs = []
+    if not msgs:
         raise QuadrupleError(f"row {i}, field '{field}': expected a message list, a message dict or a string, got {_short(v)}")
-    k = len(v)
-    while k > 0 and isinstance(v[k-1], dict) and v[k-1].get("role") == "assistant": k -= 1
-    tail = v[k:]
-    if not tail: raise QuadrupleError(f"row {i}, field '{field}': no assistant message at the end of {_short(v)}")
-    return [{"role": "assistant", "content": m.get("content")} for m in tail]
+    k = len(msgs)
+    while k > 0 and msgs[k-1]["role"] == "assistant": k -= 1
+    if k == len(msgs): raise QuadrupleError(f"row {i}, field '{field}': no assistant message at the end of {_short(v)}")
+    return msgs[k:]
 
 def _as_prompt_messages(p, i):
-    if isinstance(p, str): return [{"role": "user", "content": p}]
-    if isinstance(p, dict): return [p]
+    "The prompt as messages; a malformed message list passes through for `validate_row` to name the bad message."
     if isinstance(p, list): return [{"role": m.get("role"), "content": m.get("content")} if isinstance(m, dict) else m for m in p]
-    raise QuadrupleError(f"row {i}, field 'prompt': expected a string or chat messages, got {_short(p)}")
+    try: return to_messages(p)
+    except TypeError: raise QuadrupleError(f"row {i}, field 'prompt': expected a string or chat messages, got {_short(p)}") from None
 
 def from_release_row(row:dict, i:int=0)->dict:
     "Convert a public-release row (`prompt`, `chosen`=[y_ws, y_wt], `rejected`=[y_l]) to the canonical schema."
@@ -155,11 +170,11 @@ def detect_schema(row:dict)->str:
     raise QuadrupleError(f"row 0: unknown schema with columns {sorted(row)}; expected {list(QUADRUPLE_FIELDS)} "
                          "or the release schema ('prompt', 'chosen'=[y_ws, y_wt], 'rejected'=[y_l])")
 
-def _to_messages(row):
+def _as_chat_row(row):
+    "A validated row whose fields are plain strings, with every field as chat messages."
     out = dict(row)
-    out["prompt"] = _as_prompt_messages(row["prompt"], 0) if isinstance(row["prompt"], str) else row["prompt"]
-    for f in RESPONSE_FIELDS:
-        if isinstance(row[f], str): out[f] = [{"role": "assistant", "content": row[f]}]
+    for f in QUADRUPLE_FIELDS:
+        if isinstance(row[f], str): out[f] = to_messages(row[f], "user" if f == "prompt" else "assistant")
     return out
 
 def validate_quadruples(rows:Iterable[dict], max_report:int=5)->list:
@@ -192,7 +207,7 @@ def load_quadruples(source,             # Dataset/DatasetDict, save_to_disk dir,
     elif schema != "canonical": raise ValueError(f"`schema` must be 'auto', 'canonical' or 'release', got {schema!r}")
     validate_quadruples(rows)
     if any(not isinstance(r["prompt"], str) for r in rows) and any(isinstance(r["prompt"], str) for r in rows):
-        rows = [_to_messages(r) for r in rows]
+        rows = [_as_chat_row(r) for r in rows]
     cols = list(dict.fromkeys(k for r in rows for k in r))   # every column any row has (a missing value is None), not row 0's
     kind = lambda v: "number" if isinstance(v, (int, float)) and not isinstance(v, bool) else type(v).__name__
     for c in cols:   # one type per column (Arrow's own error names neither the row nor the column)

@@ -6,21 +6,23 @@ Docs: https://wrpo-dev.github.io/wrpo/pipeline.html.md"""
 
 # %% ../nbs/10_pipeline.ipynb #cf7a6068
 from __future__ import annotations
-import copy, dataclasses, json, os, shutil, subprocess, sys, tempfile, time, uuid
+import copy, dataclasses, json, os, shutil, subprocess, sys, tempfile, time
 from dataclasses import replace
 from pathlib import Path
 import torch
+from fastcore.basics import patch
 from datasets import load_from_disk
 
 from .config import (Config, ConfigError, ModelSpec, RowsSpec, PROVIDED, load_config, save_config, sft_kwargs,
                          variant_kwargs, device_defaults)
 from .data import load_quadruples
+from .files import atomic_dir, atomic_write_json, atomic_write_text, move_into_place
 
 # %% auto #0
 __all__ = ['LOCK_ENV', 'import_object', 'load_rows', 'eval_prompts', 'resolve_models', 'default_device', 'load_lm',
            'accelerate_config_path', 'launch_command', 'RunLocked', 'run_lock', 'StaleRun', 'fingerprint', 'Stages',
-           'Run', 'checkpoint_problem', 'last_checkpoint', 'training_log', 'hardware_kwargs', 'sft_stage',
-           'train_variant', 'validate_run', 'config_path']
+           'config_path', 'Run', 'checkpoint_problem', 'last_checkpoint', 'training_log', 'hardware_kwargs',
+           'sft_stage', 'train_variant', 'validate_run']
 
 # %% ../nbs/10_pipeline.ipynb #f67a0c4b
 def import_object(path:str):
@@ -70,24 +72,6 @@ def load_lm(path, device:str|None=None, dtype="auto"):
     return model.to(device or default_device()), tok
 
 # %% ../nbs/10_pipeline.ipynb #bc45a25b
-def _atomic_dir(final:Path, write):
-    "Call `write(tmp_dir)` then rename `tmp_dir` to `final` (a half-written directory never has the final name)."
-    final = Path(final); final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        write(tmp)
-        if final.exists(): shutil.rmtree(final)
-        os.rename(tmp, final)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-def _write_json(path, obj):
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(obj, indent=1, default=float)); os.replace(tmp, path)
-    return path
-
 def _read_json(path): return json.loads(Path(path).read_text())
 
 def accelerate_config_path(name_or_path)->Path:
@@ -174,235 +158,271 @@ class Stages:
                                f"rerun with --redo to redo it and every stage after it, or write to another --out")
             for p in there: shutil.rmtree(p) if p.is_dir() else p.unlink()
         self.rec[key] = dict(fingerprint=fp, settings=settings, upstream={u: self.fp(u) for u in upstream}, done=False)
-        _write_json(self.file, self.rec)
+        atomic_write_json(self.file, self.rec)
         return False
 
     def done(self, key:str):
         "Mark stage `key` finished (its outputs are complete)"
-        self.rec[key]["done"] = True; _write_json(self.file, self.rec)
+        self.rec[key]["done"] = True; atomic_write_json(self.file, self.rec)
 
     def reused(self, key:str, source):
         "Mark stage `key` as copied from another run (`pipeline.reuse_from`): current whatever the settings"
-        self.rec[key] = dict(fingerprint=f"reused:{source}", settings={}, upstream={}, done=True); _write_json(self.file, self.rec)
+        self.rec[key] = dict(fingerprint=f"reused:{source}", settings={}, upstream={}, done=True); atomic_write_json(self.file, self.rec)
 
-# %% ../nbs/10_pipeline.ipynb #fdf70a07
+# %% ../nbs/10_pipeline.ipynb #daccc768
+def config_path(name_or_path)->Path:
+    "A config file: a path as given, or the name of a config shipped with wrpo ('demo', 'ci', 'sweep', 'paper')."
+    p = Path(name_or_path)
+    if p.exists(): return p
+    from importlib.resources import files
+    for cand in (f"{name_or_path}", f"{name_or_path}.yaml"):
+        f = files("wrpo.configs") / cand
+        if f.is_file(): return Path(str(f))
+    raise FileNotFoundError(f"no config {name_or_path!r}: not a file, nor one of the shipped configs "
+                            f"{sorted(x.name for x in files('wrpo.configs').iterdir() if x.name.endswith('.yaml'))}")
+
+# %% ../nbs/10_pipeline.ipynb #7921a4bf
 class Run:
-    "A pipeline run: the validated config and its run directory, with one method per stage."
-    def __init__(self, config, run_dir=None, overrides=None, redo:bool=False):
+    "A pipeline run: the validated config and its run directory; each stage is a method (defined below)."
+    def __init__(self,
+                 config, # a YAML path, a dict or a `Config`
+                 run_dir=None, # the run directory; None: the config's `run_dir`, else runs/<name>
+                 overrides=None, # dotted `key=value` overrides of the config
+                 redo:bool=False, # redo stages whose settings changed (else such a run is refused: `StaleRun`)
+                ):
         self.cfg = load_config(config, overrides)
-        self.dir = Path(run_dir or self.cfg.run_dir or f"runs/{self.cfg.name}").resolve()
+        self.dir = self.cfg.run_path(run_dir).resolve()
         self.lock = run_lock(self.dir).acquire()   # held while this object lives (a no-op when the `wrpo run` parent holds it)
         self.timings = _read_json(self.path("timings.json")) if self.path("timings.json").exists() else {}
         self._resolved = None
         self.stages = Stages(self.dir, redo)   # every stage output keyed by the settings that made it: reused, redone (redo) or refused
         save_config(self.cfg, self.path("config.yaml"))
 
-    def path(self, *parts)->Path: return self.dir.joinpath(*parts)
-    def _time(self, key, t0): self.timings[key] = round(time.time() - t0, 2); _write_json(self.path("timings.json"), self.timings)
+    def path(self, *parts)->Path:
+        "A path inside the run directory."
+        return self.dir.joinpath(*parts)
 
-    # -- models ----------------------------------------------------------------------------------------------
-    def provide_models(self)->dict:
-        "Call `pipeline.models` (if set): it makes its models available and returns name -> path (written to models.json)."
-        pm = self.cfg.pipeline.models
-        if pm is None: return {}
+    def _time(self, key, t0): self.timings[key] = round(time.time() - t0, 2); atomic_write_json(self.path("timings.json"), self.timings)
+
+# %% ../nbs/10_pipeline.ipynb #f7bc6850
+@patch
+def provide_models(self:Run)->dict:
+    "Call `pipeline.models` (if set): it makes its models available and returns name -> path (written to models.json)."
+    pm = self.cfg.pipeline.models
+    if pm is None: return {}
+    t0 = time.time()
+    provided = {k: str(v) for k, v in import_object(pm.call)(**pm.kwargs).items()}
+    atomic_write_json(self.path("models.json"), provided)
+    self._resolved = resolve_models(self.cfg, provided)
+    self._time("models", t0)
+    return provided
+
+@patch(as_prop=True)
+def resolved(self:Run)->Config:
+    "The config with `provided:NAME` models replaced by paths (calls the provider on first use)."
+    if self._resolved is None:
+        if self.path("models.json").exists(): self._resolved = resolve_models(self.cfg, _read_json(self.path("models.json")))
+        elif self.cfg.pipeline.models is not None: self.provide_models()
+        else: self._resolved = self.cfg
+    return self._resolved
+
+# %% ../nbs/10_pipeline.ipynb #5fa282ac
+@patch
+def _reuse(self:Run):
+    src = self.cfg.pipeline.reuse_from
+    if not src: return
+    src = Path(src)
+    for part in ("build", "models/target_sft"):
+        if not self.path(part).exists():
+            if not (src / part).exists(): raise FileNotFoundError(f"pipeline.reuse_from: {src / part} does not exist")
+            atomic_dir(self.path(part), lambda tmp: shutil.copytree(src / part, tmp))
+            for key in ({"build": ("sources", "targets")}.get(part) or ("sft",)): self.stages.reused(key, src)
+
+@patch
+def sources(self:Run)->dict:
+    "Source stage (sample K sources x N, score, pick y_ws with provenance) and the SFT split's data."
+    from wrpo.build import build_sources, write_sft, _content_cfg
+    self._reuse()
+    settings = dict(_content_cfg(self.resolved), prompts=dataclasses.asdict(self.cfg.pipeline.prompts) if self.cfg.pipeline.prompts else None)
+    if self.stages.current("sources", settings, [self.path("build")]): return _read_json(self.path("build", "sft_stats.json"))
+    if self.cfg.pipeline.prompts is None: raise ConfigError("pipeline.prompts: the config names no prompts to build data from")
+    t0 = time.time()
+    build_sources(self.resolved, load_rows(self.cfg.pipeline.prompts, "pipeline.prompts"), self.path("build"))
+    st = write_sft(self.resolved, self.path("build"))
+    self._time("sources", t0); self.stages.done("sources")
+    return st
+
+@patch
+def targets(self:Run)->dict:
+    "Target stage: Target-SFT samples N per preference prompt, y_wt = best, y_l = worst; then the quadruples."
+    from wrpo.build import build_targets, merge_shards, _content_cfg, _NO_CONTENT
+    settings = dict(_content_cfg(self.resolved), target={k: v for k, v in dataclasses.asdict(self.resolved.target).items() if k not in _NO_CONTENT})
+    outputs = [self.path("build", x) for x in ("target_samples", "targets", "quadruples", "quadruples.jsonl", "stats.json",
+                                               "quadruple_source_contribution.json", "quadruple_source_contribution.csv")]
+    if self.stages.current("targets", settings, outputs, ["sft"]): st = _read_json(self.path("build", "stats.json"))
+    else:
         t0 = time.time()
-        provided = {k: str(v) for k, v in import_object(pm.call)(**pm.kwargs).items()}
-        _write_json(self.path("models.json"), provided)
-        self._resolved = resolve_models(self.cfg, provided)
-        self._time("models", t0)
-        return provided
+        build_targets(self.resolved, self.path("build"), str(self.path("models", "target_sft")))
+        st = merge_shards(self.resolved, self.path("build"))
+        self._time("targets", t0); self.stages.done("targets")
+    self.split_heldout()
+    return st
 
-    @property
-    def resolved(self)->Config:
-        "The config with `provided:NAME` models replaced by paths (calls the provider on first use)."
-        if self._resolved is None:
-            if self.path("models.json").exists(): self._resolved = resolve_models(self.cfg, _read_json(self.path("models.json")))
-            elif self.cfg.pipeline.models is not None: self.provide_models()
-            else: self._resolved = self.cfg
-        return self._resolved
+@patch
+def split_heldout(self:Run):
+    "Hold out a seeded share of the quadruples (internal-reward accuracy, log-prob shift), train on the rest; flagged ties are in neither."
+    p = self.cfg.pipeline
+    if self.stages.current("split", dict(heldout_fraction=p.heldout_fraction, heldout_seed=p.heldout_seed), [self.path("data")], ["targets"]): return
+    q = load_quadruples(str(self.path("build", "quadruples")))
+    f, seed = self.cfg.pipeline.heldout_fraction, self.cfg.pipeline.heldout_seed
+    flagged = [i for i, fl in enumerate(q["flag"] if "flag" in q.column_names else [""] * len(q)) if fl]
+    skip = set(flagged)
+    idx = [i for i in torch.randperm(len(q), generator=torch.Generator().manual_seed(seed)).tolist() if i not in skip]
+    n_h = int(round(len(idx) * f))
+    held, train = sorted(idx[:n_h]), sorted(idx[n_h:])
+    if not train: raise ValueError(f"{self.path('build', 'quadruples')}: no quadruple left to train on ({len(q)} rows, {len(flagged)} flagged ties, {n_h} held out)")
+    atomic_dir(self.path("data", "heldout"), lambda t: q.select(held).save_to_disk(str(t)))
+    atomic_dir(self.path("data", "train"), lambda t: q.select(train).save_to_disk(str(t)))
+    atomic_write_json(self.path("data", "split.json"), dict(train=len(train), heldout=len(held), flagged_ties_excluded=len(flagged)))
+    self.stages.done("split")
 
-    def _reuse(self):
-        src = self.cfg.pipeline.reuse_from
-        if not src: return
-        src = Path(src)
-        for part in ("build", "models/target_sft"):
-            if not self.path(part).exists():
-                if not (src / part).exists(): raise FileNotFoundError(f"pipeline.reuse_from: {src / part} does not exist")
-                _atomic_dir(self.path(part), lambda tmp: shutil.copytree(src / part, tmp))
-                for key in ({"build": ("sources", "targets")}.get(part) or ("sft",)): self.stages.reused(key, src)
+# %% ../nbs/10_pipeline.ipynb #07c17d22
+@patch
+def sft(self:Run)->Path:
+    "Fine-tune the target on (x, y_ws) of the SFT third: Target-SFT (in this process or under the launcher)."
+    out = self.path("models", "target_sft")
+    outputs = [out, self.path("checkpoints", "target_sft"), self.path("logs", "target_sft.json")]
+    if self.stages.current("sft", dict(target=self.resolved.target.model, sft=sft_kwargs(self.cfg)), outputs, ["sources"]): return out
+    t0 = time.time()
+    self.resolved  # provider paths are resolved (models.json) before a launched process reads them
+    if self.cfg.train.launcher: subprocess.run(launch_command(self.cfg.train.launcher, "train-sft", self.dir), check=True)
+    else: sft_stage(self)
+    self._time("sft", t0); self.stages.done("sft")
+    return out
 
-    # -- build: sources, SFT data ------------------------------------------------------------------------------
-    def sources(self)->dict:
-        "Source stage (sample K sources x N, score, pick y_ws with provenance) and the SFT split's data."
-        from wrpo.build import build_sources, write_sft, _content_cfg
-        self._reuse()
-        settings = dict(_content_cfg(self.resolved), prompts=dataclasses.asdict(self.cfg.pipeline.prompts) if self.cfg.pipeline.prompts else None)
-        if self.stages.current("sources", settings, [self.path("build")]): return _read_json(self.path("build", "sft_stats.json"))
-        if self.cfg.pipeline.prompts is None: raise ConfigError("pipeline.prompts: the config names no prompts to build data from")
-        t0 = time.time()
-        build_sources(self.resolved, load_rows(self.cfg.pipeline.prompts, "pipeline.prompts"), self.path("build"))
-        st = write_sft(self.resolved, self.path("build"))
-        self._time("sources", t0); self.stages.done("sources")
-        return st
+@patch
+def variant_args(self:Run, name:str)->dict:
+    "WRPOConfig keyword arguments of variant `name`: defaults, `train.common`, the variant's own, and the run's paths."
+    kw = variant_kwargs(self.cfg, name)
+    kw.setdefault("logging_steps", 1)
+    kw.update(output_dir=str(self.path("checkpoints", name)), save_strategy="steps", save_steps=self.cfg.train.save_steps,
+              save_total_limit=1, report_to="none")
+    return kw
 
-    # -- Target-SFT --------------------------------------------------------------------------------------------
-    def sft(self)->Path:
-        "Fine-tune the target on (x, y_ws) of the SFT third: Target-SFT (in this process or under the launcher)."
-        out = self.path("models", "target_sft")
-        outputs = [out, self.path("checkpoints", "target_sft"), self.path("logs", "target_sft.json")]
-        if self.stages.current("sft", dict(target=self.resolved.target.model, sft=sft_kwargs(self.cfg)), outputs, ["sources"]): return out
-        t0 = time.time()
-        self.resolved  # provider paths are resolved (models.json) before a launched process reads them
-        if self.cfg.train.launcher: subprocess.run(launch_command(self.cfg.train.launcher, "train-sft", self.dir), check=True)
-        else: sft_stage(self)
-        self._time("sft", t0); self.stages.done("sft")
-        return out
+@patch
+def train(self:Run, name:str)->Path:
+    "Train variant `name` from Target-SFT on the training quadruples (resumes from its last checkpoint)."
+    out = self.path("models", name)
+    outputs = [out, self.path("checkpoints", name), self.path("logs", f"{name}.json")]
+    if self.stages.current(f"train/{name}", variant_kwargs(self.cfg, name), outputs, ["split", "sft"]): return out
+    t0 = time.time()
+    if self.cfg.train.launcher:  # e.g. DeepSpeed ZeRO-3 across GPUs: the same code in `wrpo train-variant`, under accelerate launch
+        subprocess.run(launch_command(self.cfg.train.launcher, "train-variant", self.dir, name), check=True)
+    else: train_variant(self, name)
+    self._time(f"train/{name}", t0); self.stages.done(f"train/{name}")
+    return out
 
-    # -- build: target samples, quadruples -----------------------------------------------------------------------
-    def targets(self)->dict:
-        "Target stage: Target-SFT samples N per preference prompt, y_wt = best, y_l = worst; then the quadruples."
-        from wrpo.build import build_targets, merge_shards, _content_cfg, _NO_CONTENT
-        settings = dict(_content_cfg(self.resolved), target={k: v for k, v in dataclasses.asdict(self.resolved.target).items() if k not in _NO_CONTENT})
-        outputs = [self.path("build", x) for x in ("target_samples", "targets", "quadruples", "quadruples.jsonl", "stats.json",
-                                                   "quadruple_source_contribution.json", "quadruple_source_contribution.csv")]
-        if self.stages.current("targets", settings, outputs, ["sft"]): st = _read_json(self.path("build", "stats.json"))
-        else:
-            t0 = time.time()
-            build_targets(self.resolved, self.path("build"), str(self.path("models", "target_sft")))
-            st = merge_shards(self.resolved, self.path("build"))
-            self._time("targets", t0); self.stages.done("targets")
-        self.split_heldout()
-        return st
+# %% ../nbs/10_pipeline.ipynb #eff71f3b
+@patch
+def scorer(self:Run):
+    "The run's reward model or verifier (a context manager), with provided model paths resolved."
+    from wrpo.rewards import load_scorer
+    return load_scorer(self.resolved.reward)
 
-    def split_heldout(self):
-        "Hold out a seeded share of the quadruples (internal-reward accuracy, log-prob shift), train on the rest; flagged ties are in neither."
-        p = self.cfg.pipeline
-        if self.stages.current("split", dict(heldout_fraction=p.heldout_fraction, heldout_seed=p.heldout_seed), [self.path("data")], ["targets"]): return
-        q = load_quadruples(str(self.path("build", "quadruples")))
-        f, seed = self.cfg.pipeline.heldout_fraction, self.cfg.pipeline.heldout_seed
-        flagged = [i for i, fl in enumerate(q["flag"] if "flag" in q.column_names else [""] * len(q)) if fl]
-        skip = set(flagged)
-        idx = [i for i in torch.randperm(len(q), generator=torch.Generator().manual_seed(seed)).tolist() if i not in skip]
-        n_h = int(round(len(idx) * f))
-        held, train = sorted(idx[:n_h]), sorted(idx[n_h:])
-        if not train: raise ValueError(f"{self.path('build', 'quadruples')}: no quadruple left to train on ({len(q)} rows, {len(flagged)} flagged ties, {n_h} held out)")
-        _atomic_dir(self.path("data", "heldout"), lambda t: q.select(held).save_to_disk(str(t)))
-        _atomic_dir(self.path("data", "train"), lambda t: q.select(train).save_to_disk(str(t)))
-        _write_json(self.path("data", "split.json"), dict(train=len(train), heldout=len(held), flagged_ties_excluded=len(flagged)))
-        self.stages.done("split")
+@patch
+def model_paths(self:Run)->dict:
+    "Every model the evaluation compares: sources, target, Target-SFT and the trained variants."
+    want, paths, r = self.cfg.eval.models, {}, self.resolved
+    if "sources" in want: paths.update({s.name: s.model for s in r.sources})
+    if "target" in want: paths["target"] = r.target.model
+    if "target_sft" in want: paths["target_sft"] = str(self.path("models", "target_sft"))
+    if "variants" in want: paths.update({v: str(self.path("models", v)) for v in self.cfg.train.variants})
+    return paths
 
-    # -- preference training -------------------------------------------------------------------------------------
-    def variant_args(self, name:str)->dict:
-        "WRPOConfig keyword arguments of variant `name`: defaults, `train.common`, the variant's own, and the run's paths."
-        kw = variant_kwargs(self.cfg, name)
-        kw.setdefault("logging_steps", 1)
-        kw.update(output_dir=str(self.path("checkpoints", name)), save_strategy="steps", save_steps=self.cfg.train.save_steps,
-                  save_total_limit=1, report_to="none")
-        return kw
+@patch
+def eval_spec(self:Run, name:str, path)->ModelSpec:
+    "How model `name` answers held-out prompts: a source keeps its own backend (e.g. an API); local models use `eval.backend`."
+    e, r = self.cfg.eval, self.resolved
+    src = next((s for s in r.sources if s.name == name), None)
+    base = src or r.target
+    backend = base.backend if src is not None else (e.backend or (r.target.backend if r.target.backend != "openai" else "transformers"))
+    return replace(base, name=name, model=str(path), backend=backend, n=1, temperature=e.temperature, top_p=1.0,
+                   max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=e.seed,
+                   extra={**(base.extra if backend == base.backend else {}), **e.extra})
 
-    def train(self, name:str)->Path:
-        "Train variant `name` from Target-SFT on the training quadruples (resumes from its last checkpoint)."
-        out = self.path("models", name)
-        outputs = [out, self.path("checkpoints", name), self.path("logs", f"{name}.json")]
-        if self.stages.current(f"train/{name}", variant_kwargs(self.cfg, name), outputs, ["split", "sft"]): return out
-        t0 = time.time()
-        if self.cfg.train.launcher:  # e.g. DeepSpeed ZeRO-3 across GPUs: the same code in `wrpo train-variant`, under accelerate launch
-            subprocess.run(launch_command(self.cfg.train.launcher, "train-variant", self.dir, name), check=True)
-        else: train_variant(self, name)
-        self._time(f"train/{name}", t0); self.stages.done(f"train/{name}")
-        return out
-    # -- evaluation ----------------------------------------------------------------------------------------------
-    def scorer(self):
-        from wrpo.rewards import load_scorer
-        return load_scorer(self.resolved.reward)
+@patch
+def evaluate(self:Run, name:str, path)->dict:
+    "Answers of model `name` on the held-out prompts (the configured backend), judged by the reward: eval/<name>.json."
+    out = self.path("eval", f"{name}.json")
+    e, spec = self.cfg.eval, self.eval_spec(name, path)
+    settings = dict(spec={k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "batch_size", "max_concurrency", "timeout")},
+                    prompts=dataclasses.asdict(e.prompts), group_by=e.group_by, exact=e.exact, reward=dataclasses.asdict(self.resolved.reward))
+    if str(spec.model).startswith(str(self.dir)): settings["spec"]["model"] = os.path.relpath(spec.model, self.dir)  # a run dir may move
+    up = [f"train/{name}"] if name in self.cfg.train.variants else (["sft"] if name == "target_sft" else [])
+    if self.stages.current(f"eval/{name}", settings, [out], up): return _read_json(out)
+    from wrpo.evaluate import judge_answers
+    from wrpo.sampling import load_sampler
+    t0 = time.time()
+    prompts, meta = eval_prompts(e.prompts, e.group_by)
+    with load_sampler(spec) as smp: answers = [a[0] for a in smp.generate(prompts, 1, seed=e.seed)]
+    with self.scorer() as sc:
+        res = judge_answers(answers, prompts, sc, meta=meta if e.group_by else None, group_key=e.group_by, exact=e.exact)
+    res.update(answers=answers, seconds=round(time.time() - t0, 2))
+    atomic_write_json(out, res); self.stages.done(f"eval/{name}")
+    return res
 
-    def model_paths(self)->dict:
-        "Every model the evaluation compares: sources, target, Target-SFT and the trained variants."
-        want, paths, r = self.cfg.eval.models, {}, self.resolved
-        if "sources" in want: paths.update({s.name: s.model for s in r.sources})
-        if "target" in want: paths["target"] = r.target.model
-        if "target_sft" in want: paths["target_sft"] = str(self.path("models", "target_sft"))
-        if "variants" in want: paths.update({v: str(self.path("models", v)) for v in self.cfg.train.variants})
-        return paths
+@patch
+def internal(self:Run)->dict:
+    "Internal-reward accuracies (hybrid, on-policy, weighted) on held-out quadruples, and the log-prob shift."
+    out = self.path("eval", "internal.json")
+    settings = dict(alpha={v: self.variant_args(v)["alpha"] for v in self.cfg.train.variants}, logp_shift=self.cfg.pipeline.logp_shift_models,
+                    group_by=self.cfg.eval.group_by)
+    if self.stages.current("internal", settings, [out], ["sft", "split", *(f"train/{v}" for v in self.cfg.train.variants)]): return _read_json(out)
+    from wrpo.evaluate import quad_logps, internal_reward_accuracy
+    held = load_from_disk(str(self.path("data", "heldout"))).to_list()
+    bs = self.cfg.eval.logp_batch_size
+    if not held: return {}
+    sft, tok = load_lm(self.path("models", "target_sft"))
+    ref = quad_logps(sft, tok, held, bs)
+    del sft
+    keep = self.cfg.pipeline.logp_shift_models
+    res = dict(internal={}, logp_shift={"target_sft": {f: ref[f]["logps_per_token"] for f in ref}},
+               source_id=[r.get("source_id") for r in held], group=[r.get(self.cfg.eval.group_by) for r in held] if self.cfg.eval.group_by else None)
+    for v in self.cfg.train.variants:
+        m, _ = load_lm(self.path("models", v))
+        pol = quad_logps(m, tok, held, bs)
+        del m
+        res["internal"][v] = internal_reward_accuracy(pol, ref, tok, held, beta=1.0, alpha=self.variant_args(v)["alpha"])
+        if keep is None or v in keep: res["logp_shift"][v] = {f: pol[f]["logps_per_token"] for f in pol}
+    atomic_write_json(out, res); self.stages.done("internal")
+    return res
 
-    def eval_spec(self, name:str, path)->ModelSpec:
-        "How model `name` answers held-out prompts: a source keeps its own backend (e.g. an API); local models use `eval.backend`."
-        e, r = self.cfg.eval, self.resolved
-        src = next((s for s in r.sources if s.name == name), None)
-        base = src or r.target
-        backend = base.backend if src is not None else (e.backend or (r.target.backend if r.target.backend != "openai" else "transformers"))
-        return replace(base, name=name, model=str(path), backend=backend, n=1, temperature=e.temperature, top_p=1.0,
-                       max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=e.seed,
-                       extra={**(base.extra if backend == base.backend else {}), **e.extra})
+# %% ../nbs/10_pipeline.ipynb #24ff329c
+@patch
+def results(self:Run)->dict:
+    "Collect everything into results.json and a Markdown results table."
+    from wrpo.plots import results_table
+    models = {n: _read_json(self.path("eval", f"{n}.json")) for n in self.model_paths() if self.path("eval", f"{n}.json").exists()}
+    summ = {n: {k: v for k, v in r.items() if k in ("overall", "groups", "seconds")} for n, r in models.items()}
+    internal = _read_json(self.path("eval", "internal.json")).get("internal", {}) if self.path("eval", "internal.json").exists() else {}
+    rd = lambda f: _read_json(self.path("build", f)) if self.path("build", f).exists() else None
+    res = dict(name=self.cfg.name, run_dir=str(self.dir), models=summ, internal=internal,
+               variants={v: {k: self.variant_args(v).get(k) for k in ("alpha", "alpha_schedule", "loss_type", "beta", "nll_coef")}
+                         for v in self.cfg.train.variants},
+               build=rd("stats.json"), sft=rd("sft_stats.json"), timings=self.timings)
+    atomic_write_json(self.path("results.json"), res)
+    atomic_write_text(self.path("results.md"), results_table({n: {k: r[k] for k in ("overall", "groups") if k in r} for n, r in summ.items()}))
+    return res
 
-    def evaluate(self, name:str, path)->dict:
-        "Answers of model `name` on the held-out prompts (the configured backend), judged by the reward: eval/<name>.json."
-        out = self.path("eval", f"{name}.json")
-        e, spec = self.cfg.eval, self.eval_spec(name, path)
-        settings = dict(spec={k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "batch_size", "max_concurrency", "timeout")},
-                        prompts=dataclasses.asdict(e.prompts), group_by=e.group_by, exact=e.exact, reward=dataclasses.asdict(self.resolved.reward))
-        if str(spec.model).startswith(str(self.dir)): settings["spec"]["model"] = os.path.relpath(spec.model, self.dir)  # a run dir may move
-        up = [f"train/{name}"] if name in self.cfg.train.variants else (["sft"] if name == "target_sft" else [])
-        if self.stages.current(f"eval/{name}", settings, [out], up): return _read_json(out)
-        from wrpo.evaluate import judge_answers
-        from wrpo.sampling import load_sampler
-        t0 = time.time()
-        prompts, meta = eval_prompts(e.prompts, e.group_by)
-        with load_sampler(spec) as smp: answers = [a[0] for a in smp.generate(prompts, 1, seed=e.seed)]
-        with self.scorer() as sc:
-            res = judge_answers(answers, prompts, sc, meta=meta if e.group_by else None, group_key=e.group_by, exact=e.exact)
-        res.update(answers=answers, seconds=round(time.time() - t0, 2))
-        _write_json(out, res); self.stages.done(f"eval/{name}")
-        return res
-
-    def internal(self)->dict:
-        "Internal-reward accuracies (hybrid, on-policy, weighted) on held-out quadruples, and the log-prob shift."
-        out = self.path("eval", "internal.json")
-        settings = dict(alpha={v: self.variant_args(v)["alpha"] for v in self.cfg.train.variants}, logp_shift=self.cfg.pipeline.logp_shift_models,
-                        group_by=self.cfg.eval.group_by)
-        if self.stages.current("internal", settings, [out], ["sft", "split", *(f"train/{v}" for v in self.cfg.train.variants)]): return _read_json(out)
-        from wrpo.evaluate import quad_logps, internal_reward_accuracy
-        held = load_from_disk(str(self.path("data", "heldout"))).to_list()
-        bs = self.cfg.eval.logp_batch_size
-        if not held: return {}
-        sft, tok = load_lm(self.path("models", "target_sft"))
-        ref = quad_logps(sft, tok, held, bs)
-        del sft
-        keep = self.cfg.pipeline.logp_shift_models
-        res = dict(internal={}, logp_shift={"target_sft": {f: ref[f]["logps_per_token"] for f in ref}},
-                   source_id=[r.get("source_id") for r in held], group=[r.get(self.cfg.eval.group_by) for r in held] if self.cfg.eval.group_by else None)
-        for v in self.cfg.train.variants:
-            m, _ = load_lm(self.path("models", v))
-            pol = quad_logps(m, tok, held, bs)
-            del m
-            res["internal"][v] = internal_reward_accuracy(pol, ref, tok, held, beta=1.0, alpha=self.variant_args(v)["alpha"])
-            if keep is None or v in keep: res["logp_shift"][v] = {f: pol[f]["logps_per_token"] for f in pol}
-        _write_json(out, res); self.stages.done("internal")
-        return res
-
-    def results(self)->dict:
-        "Collect everything into results.json and a Markdown results table."
-        from wrpo.plots import results_table
-        models = {n: _read_json(self.path("eval", f"{n}.json")) for n in self.model_paths() if self.path("eval", f"{n}.json").exists()}
-        summ = {n: {k: v for k, v in r.items() if k in ("overall", "groups", "seconds")} for n, r in models.items()}
-        internal = _read_json(self.path("eval", "internal.json")).get("internal", {}) if self.path("eval", "internal.json").exists() else {}
-        rd = lambda f: _read_json(self.path("build", f)) if self.path("build", f).exists() else None
-        res = dict(name=self.cfg.name, run_dir=str(self.dir), models=summ, internal=internal,
-                   variants={v: {k: self.variant_args(v).get(k) for k in ("alpha", "alpha_schedule", "loss_type", "beta", "nll_coef")}
-                             for v in self.cfg.train.variants},
-                   build=rd("stats.json"), sft=rd("sft_stats.json"), timings=self.timings)
-        _write_json(self.path("results.json"), res)
-        self.path("results.md").write_text(results_table({n: {k: r[k] for k in ("overall", "groups") if k in r} for n, r in summ.items()}))
-        return res
-
-    def all(self)->dict:
-        "Every stage in order (each skipped when its output exists)."
-        self.provide_models(); self.sources(); self.sft(); self.targets()
-        for v in self.cfg.train.variants: self.train(v)
-        if self.cfg.eval.prompts is not None:
-            for n, p in self.model_paths().items(): self.evaluate(n, p)
-        self.internal()
-        return self.results()
+@patch
+def all(self:Run)->dict:
+    "Every stage in order (each skipped when its output exists)."
+    self.provide_models(); self.sources(); self.sft(); self.targets()
+    for v in self.cfg.train.variants: self.train(v)
+    if self.cfg.eval.prompts is not None:
+        for n, p in self.model_paths().items(): self.evaluate(n, p)
+    self.internal()
+    return self.results()
 
 # %% ../nbs/10_pipeline.ipynb #ef89a5f7
 def checkpoint_problem(path)->str|None:
@@ -463,8 +483,7 @@ def _save_trained(trainer, tok, out:Path):
     acc.wait_for_everyone()
     if acc.is_main_process:
         tok.save_pretrained(str(tmp))
-        if out.exists(): shutil.rmtree(out)
-        os.rename(tmp, out)
+        move_into_place(tmp, out)
     acc.wait_for_everyone()
 
 def sft_stage(run:Run)->Path:
@@ -477,7 +496,7 @@ def sft_stage(run:Run)->Path:
     model, tok = load_lm(run.resolved.target.model, device="cpu")
     tr = sft_train(model, tok, load_from_disk(str(run.path("build", "sft"))), args=args)
     _save_trained(tr, tok, out)
-    if tr.accelerator.is_main_process: _write_json(run.path("logs", "target_sft.json"), training_log(tr.state.log_history))
+    if tr.accelerator.is_main_process: atomic_write_json(run.path("logs", "target_sft.json"), training_log(tr.state.log_history))
     return out
 
 def train_variant(run:Run, name:str)->Path:
@@ -490,7 +509,7 @@ def train_variant(run:Run, name:str)->Path:
     trainer = WRPOTrainer(model=model, args=args, train_dataset=train, processing_class=tok)
     trainer.train(resume_from_checkpoint=last_checkpoint(args.output_dir))
     _save_trained(trainer, tok, out)
-    if trainer.accelerator.is_main_process: _write_json(run.path("logs", f"{name}.json"), training_log(trainer.state.log_history))
+    if trainer.accelerator.is_main_process: atomic_write_json(run.path("logs", f"{name}.json"), training_log(trainer.state.log_history))
     return out
 
 # %% ../nbs/10_pipeline.ipynb #5d31a6ab
@@ -518,15 +537,3 @@ def validate_run(config, overrides=None)->dict:
     if la: accelerate_config_path(la.accelerate_config)
     return dict(name=cfg.name, samplers=stages, reward=r.kind, variants=variants,
                 launcher=None if la is None else dict(accelerate_config=la.accelerate_config, num_processes=la.num_processes))
-
-# %% ../nbs/10_pipeline.ipynb #daccc768
-def config_path(name_or_path)->Path:
-    "A config file: a path as given, or the name of a config shipped with wrpo ('demo', 'ci', 'sweep', 'paper')."
-    p = Path(name_or_path)
-    if p.exists(): return p
-    from importlib.resources import files
-    for cand in (f"{name_or_path}", f"{name_or_path}.yaml"):
-        f = files("wrpo.configs") / cand
-        if f.is_file(): return Path(str(f))
-    raise FileNotFoundError(f"no config {name_or_path!r}: not a file, nor one of the shipped configs "
-                            f"{sorted(x.name for x in files('wrpo.configs').iterdir() if x.name.endswith('.yaml'))}")

@@ -14,6 +14,7 @@ import matplotlib
 if not os.environ.get("MPLBACKEND") and not os.environ.get("DISPLAY") and "ipykernel" not in sys.modules:
     matplotlib.use("Agg")  # headless: the non-interactive backend
 from matplotlib.figure import Figure
+from .selection import source_contribution
 
 # %% auto #0
 __all__ = ['STYLE', 'RESPONSE_STYLE', 'MARGIN_TITLES', 'BASELINE_COLORS', 'SCHEDULE_STYLE', 'save_figure', 'plot_logp_shift',
@@ -200,44 +201,32 @@ def plot_alpha_sweep(rows,                           # list of dicts / DataFrame
     return fig
 
 # %% ../nbs/09_plots.ipynb #0fc8338b
-def _contrib_rows(data):
-    "Rows with source_id (and maybe groups), or None and a counts dict."
-    if isinstance(data, dict):
-        return None, {s: int(v["count"] if isinstance(v, dict) else v) for s, v in data.items()}
+def _contrib_ids(data, by)->tuple[dict, list]:
+    "Per group (\"overall\" first) the source ids of the rows, and the sources to list even with no rows."
+    if isinstance(data, dict):   # {source: count} or {source: {count, share}}: overall only
+        counts = {s: int(v["count"] if isinstance(v, dict) else v) for s, v in data.items()}
+        return {"overall": [s for s, c in counts.items() for _ in range(c)]}, list(counts)
     if isinstance(data, (str, Path)):
         from wrpo.data import load_quadruples
         data = load_quadruples(data)
     if hasattr(data, "to_list"): data = data.to_list()
     if isinstance(data, pd.DataFrame): data = data.to_dict(orient="records")
     rows = list(data)
-    bad = [i for i, r in enumerate(rows) if not r.get("source_id")]
-    if bad: raise ValueError(f"rows {bad[:5]} have no `source_id` (which source produced y_ws)")
-    return rows, None
+    if by is None: by = "skill" if rows and all(r.get("skill") is not None for r in rows) else False
+    ids = {"overall": [r.get("source_id") for r in rows]}
+    for r in rows if by else []: ids.setdefault(str(r[by]), []).append(r.get("source_id"))
+    return ids, []
 
 def source_contribution_table(quads_or_counts,  # quadruple rows with `source_id`, or {source: count}, or {source: {count, share}}
                               by=None,          # group column; None: "skill" when every row has one; False: overall only
                              )->pd.DataFrame:   # columns group, source, count, share ("overall" first, then each group)
-    "Counts and shares of y_ws per source, overall and per group."
-    rows, counts = _contrib_rows(quads_or_counts)
-    if rows is None:
-        recs = [("overall", s, c) for s, c in counts.items()]
-    else:
-        if by is None: by = "skill" if rows and all(r.get("skill") is not None for r in rows) else False
-        recs = [("overall", r["source_id"]) for r in rows]
-        if by: recs += [(str(r[by]), r["source_id"]) for r in rows]
-        recs = [(g, s, 1) for g, s in recs]
-    df = pd.DataFrame(recs, columns=["group", "source", "count"]).groupby(["group", "source"], sort=False)["count"].sum()
-    df = df.unstack(fill_value=0).stack().rename("count").reset_index()   # every (group, source) pair, zeros included
-    total = df.groupby("group")["count"].transform("sum")
-    df["share"] = (df["count"] / total.where(total > 0, 1)).astype(float)
-    order = df[df.group == "overall"].sort_values(["count", "source"], ascending=[False, True])["source"].tolist()
-    groups = ["overall"] + sorted(g for g in df.group.unique() if g != "overall")
-    df["group"] = pd.Categorical(df["group"], groups, ordered=True)
-    df["source"] = pd.Categorical(df["source"], order, ordered=True)
-    df = df.sort_values(["group", "source"]).reset_index(drop=True)
-    df["group"], df["source"] = df["group"].astype(str), df["source"].astype(str)
-    df["count"] = df["count"].astype(int)
-    return df
+    "Counts and shares of y_ws per source, overall and per group (`wrpo.selection.source_contribution` per group)."
+    ids, listed = _contrib_ids(quads_or_counts, by)
+    overall = source_contribution(ids["overall"], listed)
+    order = sorted(overall, key=lambda s: (-overall[s]["count"], s))   # most frequent source first
+    groups = ["overall"] + sorted(g for g in ids if g != "overall")
+    recs = [(g, s, v["count"], float(v["share"])) for g in groups for s, v in source_contribution(ids[g], order).items()]
+    return pd.DataFrame(recs, columns=["group", "source", "count", "share"])
 
 @_styled
 def plot_source_contribution(quads_or_counts,     # as for `source_contribution_table`, or its output

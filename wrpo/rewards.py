@@ -9,7 +9,8 @@ from __future__ import annotations
 import gc, importlib, math, time
 import torch
 from .config import RewardSpec, _from_dict
-from .sampling import to_messages, prompt_text, release
+from .data import to_messages, prompt_text
+from .sampling import release
 
 # %% auto #0
 __all__ = ['check_scores', 'Scorer', 'import_string', 'CallableScorer', 'HFScorer', 'load_scorer']
@@ -101,7 +102,7 @@ class HFScorer(Scorer):
 
     def render(self, prompt, response) -> str:
         "The text the reward model reads for one pair"
-        msgs = to_messages(prompt) + [{"role": "assistant", "content": response}]
+        msgs = to_messages(prompt) + to_messages(response, "assistant")
         if self.tok.chat_template: return self.tok.apply_chat_template(msgs, tokenize=False)
         raise ValueError(f"reward {self.name!r} has no chat template: set reward.chat_template")
 

@@ -12,25 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 import torch
 from .config import ModelSpec, _from_dict
+from .data import to_messages, prompt_text
 
 logger = logging.getLogger("wrpo.sampling")
 
 # %% auto #0
-__all__ = ['logger', 'to_messages', 'prompt_text', 'release', 'derive_seed', 'Sampler', 'TransformersSampler', 'VLLMSampler',
-           'OpenAISampler', 'load_sampler']
+__all__ = ['logger', 'release', 'derive_seed', 'Sampler', 'TransformersSampler', 'VLLMSampler', 'OpenAISampler', 'load_sampler']
 
 # %% ../nbs/03_sampling.ipynb #fe056106
-def to_messages(prompt) -> list[dict]:
-    "Chat message list for `prompt` (a string becomes one user turn)"
-    if isinstance(prompt, str): return [{"role": "user", "content": prompt}]
-    if isinstance(prompt, (list, tuple)) and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt):
-        return [{"role": m["role"], "content": m["content"]} for m in prompt]
-    raise TypeError(f"a prompt is a string or a list of {{role, content}} messages, got {str(prompt)[:80]!r}")
-
-def prompt_text(prompt) -> str:
-    "All message contents of `prompt` joined (for emptiness checks and logs)"
-    return "\n".join(m["content"] or "" for m in to_messages(prompt))
-
 def release(obj, *attrs):
     "Drop `obj`'s references to a model/engine (`attrs`), collect garbage and free cached GPU memory."
     for a in attrs: setattr(obj, a, None)
