@@ -10,7 +10,7 @@ import argparse, csv, hashlib, json, logging, os, shutil, time
 from dataclasses import asdict, replace
 from pathlib import Path
 from tqdm.auto import tqdm
-from .config import Config, ModelSpec, load_config
+from .config import Config, ModelSpec, load_config, config_changes
 from .data import read_rows, to_messages, prompt_text
 from .files import atomic_write_text, atomic_write_json, write_jsonl, read_jsonl, atomic_save_dataset
 from .sampling import load_sampler, derive_seed
@@ -20,9 +20,10 @@ from .rewards import load_scorer, Scorer, CallableScorer
 logger = logging.getLogger("wrpo.build")
 
 # %% auto #0
-__all__ = ['logger', 'PROMPT_FIELDS', 'REUSE_COLUMNS', 'STAGES', 'normalize_prompt', 'prompt_key', 'prepare_prompts',
-           'split_prompts', 'build_dir', 'parse_shard', 'BuildDir', 'build_sources', 'write_contribution', 'write_sft',
-           'build_targets', 'merge_shards', 'build', 'add_build_args', 'run_build', 'build_cli']
+__all__ = ['logger', 'PROMPT_FIELDS', 'REUSE_COLUMNS', 'NOT_CONTENT', 'STAGES', 'normalize_prompt', 'prompt_key',
+           'prepare_prompts', 'split_prompts', 'build_dir', 'parse_shard', 'content_settings', 'BuildDir',
+           'build_sources', 'write_contribution', 'write_sft', 'build_targets', 'merge_shards', 'build',
+           'add_build_args', 'run_build', 'build_cli']
 
 # %% ../nbs/05_build.ipynb #cd094cff
 PROMPT_FIELDS = ("prompt", "instruction", "question", "messages")
@@ -78,7 +79,7 @@ def build_dir(cfg:Config)->Path:
     "Where `wrpo build` writes by default: build/ in the run directory (the same layout as `wrpo run`)."
     return cfg.run_path() / "build"
 
-_NO_CONTENT = ("device", "max_concurrency", "max_retries", "retry_backoff", "timeout")  # do not change the data
+NOT_CONTENT = ("device", "max_concurrency", "max_retries", "retry_backoff", "timeout")  # do not change the data
 
 def parse_shard(s) -> tuple[int, int] | None:
     "'i/n' -> (i, n); None stays None"
@@ -88,19 +89,13 @@ def parse_shard(s) -> tuple[int, int] | None:
     if not (n >= 1 and 0 <= i < n): raise ValueError(f"--shard: need 0 <= i < n, got {s!r}")
     return i, n
 
-def _content_cfg(cfg: Config) -> dict:
-    "The config entries that determine the data"
-    src = [{k: v for k, v in asdict(s).items() if k not in _NO_CONTENT} for s in cfg.sources]
+def content_settings(cfg:Config, # a validated config
+                    )->dict:
+    "The config entries that determine the data (a change in any of them makes a different build)."
+    src = [{k: v for k, v in asdict(s).items() if k not in NOT_CONTENT} for s in cfg.sources]
     b = {k: v for k, v in asdict(cfg.build).items() if k not in ("jsonl", "reuse_target_samples")}
     r = {k: v for k, v in asdict(cfg.reward).items() if k not in ("device", "batch_size")}
     return dict(sources=src, reward=r, build=b)
-
-def _diff(a, b, pre=""):
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [x for k in sorted(set(a) | set(b)) for x in _diff(a.get(k), b.get(k), f"{pre}{k}.")]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [x for i, (u, v) in enumerate(zip(a, b)) for x in _diff(u, v, f"{pre}{i}.")]
-    return [] if a == b else [pre.rstrip(".")]
 
 class BuildDir:
     "Paths, shard layout and manifest of one build directory"
@@ -127,10 +122,10 @@ class BuildDir:
         else: recs, st = prepare_prompts(read_rows(prompts, split), b.prompt_field, b.keep_columns, b.skip_failed)
         fp = hashlib.sha256("".join(r["key"] for r in recs).encode()).hexdigest()[:24]
         man = dict(version=1, n_prompts=len(recs), prompts_fingerprint=fp, shard_size=b.shard_size,
-                   n_shards=-(-len(recs) // b.shard_size), prompt_stats=st, config=_content_cfg(cfg))
+                   n_shards=-(-len(recs) // b.shard_size), prompt_stats=st, config=content_settings(cfg))
         if self.path("manifest.json").exists():
             old = self.manifest
-            diff = _diff({k: old.get(k) for k in ("prompts_fingerprint", "config")}, {k: man[k] for k in ("prompts_fingerprint", "config")})
+            diff = config_changes({k: old.get(k) for k in ("prompts_fingerprint", "config")}, {k: man[k] for k in ("prompts_fingerprint", "config")})
             if diff: raise ValueError(f"{self.root} holds a build with different prompts or settings (differs in: {', '.join(diff[:8])}); "
                                       "use a new output directory, or remove it to start over")
             return old
@@ -334,10 +329,10 @@ def build_targets(cfg, out_dir, target_model_path=None, shard=None, model=None, 
     keep = [c for c in cfg.build.keep_columns if any(c in r for r in recs.values())]
     reuse = cfg.build.reuse_target_samples and all(all(c in recs[p] for c in REUSE_COLUMNS) for ids in mine.values() for p in ids)
     if cfg.build.reuse_target_samples and not reuse: raise ValueError(f"build.reuse_target_samples: some prompt rows lack {list(REUSE_COLUMNS)}")
-    meta = dict(target=None if cfg.target is None else {k: v for k, v in asdict(cfg.target).items() if k not in _NO_CONTENT},
+    meta = dict(target=None if cfg.target is None else {k: v for k, v in asdict(cfg.target).items() if k not in NOT_CONTENT},
                 target_model_path=str(target_model_path) if target_model_path else None, reuse=reuse)
     mf = bd.path("targets", "_meta.json")
-    if mf.exists() and (d := _diff(json.loads(mf.read_text()), meta)):
+    if mf.exists() and (d := config_changes(json.loads(mf.read_text()), meta)):
         raise ValueError(f"{bd.root}/targets was built with a different target (differs in: {', '.join(d)}); remove targets/ and target_samples/ to redo it")
     if not mf.exists(): atomic_write_text(mf, json.dumps(meta))
     if not reuse:

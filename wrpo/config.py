@@ -15,7 +15,7 @@ import yaml
 __all__ = ['BACKENDS', 'REWARD_KINDS', 'TIE_POLICIES', 'SFT_DEFAULTS', 'COMMON_DEFAULTS', 'PROVIDED', 'ConfigError', 'ModelSpec',
            'RewardSpec', 'BuildSpec', 'RowsSpec', 'ProviderSpec', 'PipelineSpec', 'LauncherSpec', 'TrainSpec',
            'EvalSpec', 'Config', 'validate_config', 'device_defaults', 'sft_kwargs', 'variant_kwargs', 'check_train',
-           'apply_overrides', 'config_from_dict', 'load_config', 'config_to_dict', 'save_config']
+           'apply_overrides', 'config_from_dict', 'load_config', 'config_to_dict', 'save_config', 'config_changes']
 
 # %% ../nbs/00_config.ipynb #d766cc81
 BACKENDS = ("transformers", "vllm", "openai")
@@ -429,3 +429,20 @@ def save_config(cfg: Config, path) -> Path:
     p, text = Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     if p.exists() and p.read_text() == text: return p
     return atomic_write_text(p, text)
+
+# %% ../nbs/00_config.ipynb #65847eb6
+def config_changes(old, # a nested dict / list / value (e.g. `config_to_dict` output or a part of it)
+                   new, # the same, as asked for now
+                   values:bool=False, # give `key: old -> new` instead of the bare key
+                   into_lists:bool=True, # compare lists of equal length element by element (else a list is one leaf)
+                   _prefix:str="")->list[str]:
+    "The dotted keys (or `key: old -> new`) of every leaf where `old` and `new` differ, in sorted key order."
+    import json
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in sorted(set(old) | set(new), key=str)
+                for c in config_changes(old.get(k), new.get(k), values, into_lists, f"{_prefix}{k}.")]
+    if into_lists and isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [c for i, (u, v) in enumerate(zip(old, new)) for c in config_changes(u, v, values, into_lists, f"{_prefix}{i}.")]
+    if old == new: return []
+    key = _prefix.rstrip(".")
+    return [f"{key}: {json.dumps(old, default=str)[:60]} -> {json.dumps(new, default=str)[:60]}"] if values else [key]

@@ -13,7 +13,7 @@ import torch
 from fastcore.basics import patch
 from datasets import load_from_disk
 
-from .config import (Config, ConfigError, ModelSpec, RowsSpec, PROVIDED, load_config, save_config, sft_kwargs,
+from .config import (Config, ConfigError, config_changes, ModelSpec, RowsSpec, PROVIDED, load_config, save_config, sft_kwargs,
                          variant_kwargs, device_defaults)
 from .data import load_quadruples
 from .files import atomic_dir, atomic_write_json, atomic_write_text, move_into_place
@@ -130,12 +130,6 @@ def fingerprint(obj)->str:
     import hashlib, wrpo
     return hashlib.sha256(json.dumps([obj, wrpo.__version__], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-def _changes(old, new, pre="")->list:
-    "'key: old -> new' for every leaf where nested dicts `old` and `new` differ"
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [c for k in sorted(set(old) | set(new), key=str) for c in _changes(old.get(k), new.get(k), f"{pre}{k}.")]
-    return [] if old == new else [f"{pre.rstrip('.')}: {json.dumps(old, default=str)[:60]} -> {json.dumps(new, default=str)[:60]}"]
-
 class Stages:
     "stages.json of a run: per stage the fingerprint of exactly the settings and upstream outputs that made it, and whether it finished"
     def __init__(self, run_dir, redo:bool=False):
@@ -151,7 +145,7 @@ class Stages:
         if rec and (rec["fingerprint"] == fp or rec["fingerprint"].startswith("reused:")): return rec["done"]  # same settings: done, or resume
         there = [p for p in map(Path, outputs) if p.exists()]
         if rec or there:
-            why = (_changes(rec["settings"], settings) or [f"upstream stage changed ({', '.join(u for u in upstream if rec['upstream'].get(u) != self.fp(u))})"]
+            why = (config_changes(rec["settings"], settings, values=True, into_lists=False) or [f"upstream stage changed ({', '.join(u for u in upstream if rec['upstream'].get(u) != self.fp(u))})"]
                    if rec else ["no record of the settings that made them (an older wrpo, or copied files)"])
             if not self.redo:
                 raise StaleRun(f"{self.file.parent}: stage {key!r} was made with other settings ({'; '.join(why[:6])}); "
@@ -241,9 +235,9 @@ def _reuse(self:Run):
 @patch
 def sources(self:Run)->dict:
     "Source stage (sample K sources x N, score, pick y_ws with provenance) and the SFT split's data."
-    from wrpo.build import build_sources, write_sft, _content_cfg
+    from wrpo.build import build_sources, write_sft, content_settings
     self._reuse()
-    settings = dict(_content_cfg(self.resolved), prompts=dataclasses.asdict(self.cfg.pipeline.prompts) if self.cfg.pipeline.prompts else None)
+    settings = dict(content_settings(self.resolved), prompts=dataclasses.asdict(self.cfg.pipeline.prompts) if self.cfg.pipeline.prompts else None)
     if self.stages.current("sources", settings, [self.path("build")]): return _read_json(self.path("build", "sft_stats.json"))
     if self.cfg.pipeline.prompts is None: raise ConfigError("pipeline.prompts: the config names no prompts to build data from")
     t0 = time.time()
@@ -255,8 +249,8 @@ def sources(self:Run)->dict:
 @patch
 def targets(self:Run)->dict:
     "Target stage: Target-SFT samples N per preference prompt, y_wt = best, y_l = worst; then the quadruples."
-    from wrpo.build import build_targets, merge_shards, _content_cfg, _NO_CONTENT
-    settings = dict(_content_cfg(self.resolved), target={k: v for k, v in dataclasses.asdict(self.resolved.target).items() if k not in _NO_CONTENT})
+    from wrpo.build import build_targets, merge_shards, content_settings, NOT_CONTENT
+    settings = dict(content_settings(self.resolved), target={k: v for k, v in dataclasses.asdict(self.resolved.target).items() if k not in NOT_CONTENT})
     outputs = [self.path("build", x) for x in ("target_samples", "targets", "quadruples", "quadruples.jsonl", "stats.json",
                                                "quadruple_source_contribution.json", "quadruple_source_contribution.csv")]
     if self.stages.current("targets", settings, outputs, ["sft"]): st = _read_json(self.path("build", "stats.json"))
