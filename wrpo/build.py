@@ -29,7 +29,10 @@ __all__ = ['logger', 'PROMPT_FIELDS', 'REUSE_COLUMNS', 'NOT_CONTENT', 'STAGES', 
 PROMPT_FIELDS = ("prompt", "instruction", "question", "messages")
 REUSE_COLUMNS = ("all_generated_responses", "all_rm_scores")
 
-def normalize_prompt(row, i: int, field: str | None = None) -> list[dict]:
+def normalize_prompt(row, # a string, a chat message list, or a dict with a prompt column
+                     i:int, # the row's index, for error messages
+                     field:str|None=None, # the prompt column of a dict row; None: the first of PROMPT_FIELDS present
+                    )->list[dict]:
     "The prompt of raw row `i` as a message list ending in a user/system turn; errors name the row and field"
     if isinstance(row, (str, list)): v, f = row, "prompt"
     elif isinstance(row, dict):
@@ -43,11 +46,16 @@ def normalize_prompt(row, i: int, field: str | None = None) -> list[dict]:
     if not msgs or not prompt_text(msgs).strip(): raise ValueError(f"prompt row {i}, field {f!r}: empty prompt")
     return msgs
 
-def prompt_key(msgs) -> str:
+def prompt_key(msgs, # the prompt as a message list (as `normalize_prompt` returns it)
+              )->str:
     "Stable identity of a prompt (its messages)"
     return hashlib.sha256(json.dumps(msgs, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:24]
 
-def prepare_prompts(rows, field: str | None = None, keep_columns=(), skip_failed: bool = False):
+def prepare_prompts(rows, # raw prompt rows: strings, message lists or dicts
+                    field:str|None=None, # the prompt column of dict rows; None: the first of PROMPT_FIELDS present
+                    keep_columns=(), # columns of dict rows copied into the records (REUSE_COLUMNS always are)
+                    skip_failed:bool=False, # count and skip unusable rows instead of raising
+                   )->tuple[list[dict], dict]:
     "Normalised, deduplicated prompt records and counts (`duplicates`, `skipped`)"
     out, seen, stats = [], set(), dict(rows=0, duplicates=0, skipped=0, skipped_rows=[])
     for i, r in enumerate(rows):
@@ -68,20 +76,25 @@ def prepare_prompts(rows, field: str | None = None, keep_columns=(), skip_failed
     return out, stats
 
 # %% ../nbs/05_build.ipynb #14b7ffb7
-def split_prompts(keys: list[str], sft_fraction: float = 1 / 3, seed: int = 42) -> tuple[list[int], list[int]]:
+def split_prompts(keys:list[str], # one `prompt_key` per prompt
+                  sft_fraction:float=1/3, # share of prompts for SFT, in [0, 1) (paper: 1/3)
+                  seed:int=42, # split seed; the same seed and keys always give the same split
+                 )->tuple[list[int], list[int]]:
     "Indices of `keys` for SFT and for preference optimisation (seeded, order-independent)"
     rank = sorted(range(len(keys)), key=lambda i: hashlib.sha256(f"{seed}:{keys[i]}".encode()).hexdigest())
     k = round(sft_fraction * len(keys))
     return sorted(rank[:k]), sorted(rank[k:])
 
 # %% ../nbs/05_build.ipynb #7e436ba1
-def build_dir(cfg:Config)->Path:
+def build_dir(cfg:Config, # the run's configuration (`run_dir`, else runs/<name>)
+             )->Path:
     "Where `wrpo build` writes by default: build/ in the run directory (the same layout as `wrpo run`)."
     return cfg.run_path() / "build"
 
 NOT_CONTENT = ("device", "max_concurrency", "max_retries", "retry_backoff", "timeout")  # do not change the data
 
-def parse_shard(s) -> tuple[int, int] | None:
+def parse_shard(s, # 'i/n' (job i of n, 0 <= i < n), an (i, n) tuple (returned as is), or None
+               )->tuple[int, int]|None:
     "'i/n' -> (i, n); None stays None"
     if s is None or isinstance(s, tuple): return s
     try: i, n = (int(x) for x in str(s).split("/"))
@@ -99,21 +112,50 @@ def content_settings(cfg:Config, # a validated config
 
 class BuildDir:
     "Paths, shard layout and manifest of one build directory"
-    def __init__(self, out_dir): self.root = Path(out_dir)
-    def path(self, *parts) -> Path: return self.root.joinpath(*parts)
-    def shard_file(self, stage: str, j: int, source: str | None = None) -> Path:
+    def __init__(self,
+                 out_dir, # the build directory (need not exist yet)
+                ): self.root = Path(out_dir)
+    def path(self,
+             *parts, # path parts below the build directory
+            )->Path:
+        "A path inside the build directory"
+        return self.root.joinpath(*parts)
+    def shard_file(self,
+                   stage:str, # "samples", "target_samples", "scored" or "targets"
+                   j:int, # shard index
+                   source:str|None=None, # the source model's name (stage "samples"); None: no per-model folder
+                  )->Path:
+        "The file of shard `j` of `stage`: <stage>[/<source>]/shard-0000j.jsonl"
         return self.path(stage, *([source] if source else []), f"shard-{j:05d}.jsonl")
     @property
-    def manifest(self) -> dict: return json.loads(self.path("manifest.json").read_text())
-    def prompts(self) -> list[dict]: return read_jsonl(self.path("prompts.jsonl"))
-    def split(self) -> dict: return json.loads(self.path("split.json").read_text())
-    def chunks(self, ids: list[int], size: int) -> list[list[int]]: return [ids[i:i + size] for i in range(0, len(ids), size)]
-    def mine(self, n_shards: int, shard) -> list[int]:
+    def manifest(self)->dict:
+        "The manifest (prompts fingerprint, shard layout, content settings)"
+        return json.loads(self.path("manifest.json").read_text())
+    def prompts(self)->list[dict]:
+        "The prompt records, in prompt_id order"
+        return read_jsonl(self.path("prompts.jsonl"))
+    def split(self)->dict:
+        "The SFT / preference split: seed, sft_fraction and the prompt ids of each part"
+        return json.loads(self.path("split.json").read_text())
+    def chunks(self,
+               ids:list[int], # prompt ids, in order
+               size:int, # prompts per shard
+              )->list[list[int]]:
+        "`ids` cut into shards of `size` (the last one may be shorter)"
+        return [ids[i:i + size] for i in range(0, len(ids), size)]
+    def mine(self,
+             n_shards:int, # how many shards the stage has
+             shard, # this job's share: 'i/n' or (i, n) takes every n-th shard from i; None: all
+            )->list[int]:
         "Shard indices handled by this process"
         i, n = parse_shard(shard) or (0, 1)
         return [j for j in range(n_shards) if j % n == i]
 
-    def prepare(self, cfg: Config, prompts=None, split: str = "train") -> dict:
+    def prepare(self,
+                cfg:Config, # the run's configuration (its `build` section and content settings are read)
+                prompts=None, # prompt rows, anything `read_rows` takes; None: resume from the existing manifest
+                split:str="train", # split of a DatasetDict or hub dataset
+               )->dict:
         "Write (or check) prompts, manifest and split; returns the manifest"
         b = cfg.build
         if prompts is None:
@@ -188,7 +230,10 @@ def _scorer_for(cfg: Config, scorer):
 
 class _LazyScorer:
     "Loads the reward model on first use only; closes it at the end"
-    def __init__(self, cfg, scorer): self.cfg, self.arg, self.s = cfg, scorer, None
+    def __init__(self,
+                 cfg, # the run's `Config` (its `reward` section is loaded when `scorer` is None)
+                 scorer, # a `Scorer` (used as is, not closed), a callable, or None
+                ): self.cfg, self.arg, self.s = cfg, scorer, None
     def __call__(self, *a, **kw):
         if self.s is None: self.s = _scorer_for(self.cfg, self.arg)
         return self.s(*a, **kw)
@@ -227,7 +272,14 @@ def _reuse_map(earlier, source: str) -> dict:
     return {keys[r["prompt_id"]]: r["texts"] for f in sorted(e.path("samples", source).glob("shard-*.jsonl"))
             for r in read_jsonl(f) if r["status"] in ("ok", "reused")}
 
-def build_sources(cfg, prompts=None, out_dir=None, shard=None, scorer=None, split: str = "train", overrides=None) -> dict:
+def build_sources(cfg, # a `Config`, its dict form or a YAML path
+                  prompts=None, # prompt rows, anything `read_rows` takes; None: resume an earlier build in `out_dir`
+                  out_dir=None, # the build directory; None: `build_dir(cfg)`
+                  shard=None, # this job's share of the shards, 'i/n' or (i, n); None: every shard
+                  scorer=None, # a `Scorer` or callable fn(prompts, responses) -> scores; None: load `cfg.reward`
+                  split:str="train", # split of a DatasetDict or hub dataset of prompts
+                  overrides=None, # dotted config overrides (see `apply_overrides`)
+                 )->dict:
     "Source stage: sample every source N times per prompt, score, choose y_ws; resumable, for this process's shards"
     cfg = load_config(cfg, overrides)
     if not cfg.sources: raise ValueError("sources: the config lists no source models")
@@ -263,13 +315,19 @@ def _scored_rows(bd: BuildDir):
 
 def _ws(r, k: int = 0) -> dict: return r["top"][k]
 
-def write_contribution(path_base, table: dict):
+def write_contribution(path_base, # destination path without suffix; `.json` and `.csv` are appended
+                       table:dict, # source -> {count, share}, as `source_contribution` returns it
+                      ):
     "Write a contribution table as `<base>.json` and `<base>.csv`"
     atomic_write_json(f"{path_base}.json", table)
     lines = ["source,count,share"] + [f"{s},{v['count']},{v['share']:.6f}" for s, v in table.items()]
     atomic_write_text(f"{path_base}.csv", "\n".join(lines) + "\n")
 
-def write_sft(cfg, out_dir, extra_dirs=(), jsonl: bool | None = None) -> dict:
+def write_sft(cfg, # a `Config`, its dict form or a YAML path
+              out_dir, # the build directory
+              extra_dirs=(), # build directories of other --shard jobs, whose scored shards missing here are copied
+              jsonl:bool|None=None, # also write sft.jsonl; None: `cfg.build.jsonl`
+             )->dict:
     "Check the source stage is complete; write the SFT dataset and the source-contribution table"
     import datasets as hfds
     cfg, bd = load_config(cfg), BuildDir(out_dir)
@@ -315,8 +373,16 @@ def _quadruple(rec, sr, texts, scores, best, worst, status, keep) -> dict:
                    **{c: rec.get(c) for c in keep})
     return row
 
-def build_targets(cfg, out_dir, target_model_path=None, shard=None, model=None, tokenizer=None, scorer=None,
-                  extra_dirs=(), overrides=None) -> dict:
+def build_targets(cfg, # a `Config`, its dict form or a YAML path
+                  out_dir, # the build directory (the source stage done)
+                  target_model_path=None, # the SFT target to sample (replaces `cfg.target.model`); None: as configured
+                  shard=None, # this job's share of the target shards, 'i/n' or (i, n); None: every shard
+                  model=None, # an in-memory target model (transformers) to sample instead of loading one
+                  tokenizer=None, # its tokenizer
+                  scorer=None, # a `Scorer` or callable fn(prompts, responses) -> scores; None: load `cfg.reward`
+                  extra_dirs=(), # build directories of other --shard jobs, whose scored shards missing here are copied
+                  overrides=None, # dotted config overrides (see `apply_overrides`)
+                 )->dict:
     "Target stage: sample the (SFT) target N times per preference prompt, score, choose y_wt / y_l; resumable"
     cfg, bd = load_config(cfg, overrides), BuildDir(out_dir)
     man, sp = bd.manifest, bd.split()
@@ -370,7 +436,11 @@ def build_targets(cfg, out_dir, target_model_path=None, shard=None, model=None, 
     return dict(out_dir=str(bd.root), shards=sorted(mine), n_shards=len(chunks), counts=counts)
 
 # %% ../nbs/05_build.ipynb #97abc33e
-def merge_shards(cfg, out_dir, extra_dirs=(), jsonl: bool | None = None) -> dict:
+def merge_shards(cfg, # a `Config`, its dict form or a YAML path
+                 out_dir, # the build directory
+                 extra_dirs=(), # build directories of other --shard jobs, whose target shards missing here are copied
+                 jsonl:bool|None=None, # also write quadruples.jsonl; None: `cfg.build.jsonl`
+                )->dict:
     "Check every target shard is present, apply the tie policy and write `quadruples/` and `stats.json`"
     import datasets as hfds
     from wrpo.data import validate_quadruples
@@ -396,7 +466,14 @@ def merge_shards(cfg, out_dir, extra_dirs=(), jsonl: bool | None = None) -> dict
     return stats
 
 # %% ../nbs/05_build.ipynb #66b0f497
-def build(cfg, prompts=None, out_dir=None, target_model_path=None, shard=None, scorer=None, overrides=None) -> dict:
+def build(cfg, # a `Config`, its dict form or a YAML path
+          prompts=None, # prompt rows, anything `read_rows` takes; None: resume an earlier build in `out_dir`
+          out_dir=None, # the build directory; None: `build_dir(cfg)`
+          target_model_path=None, # the SFT target model; None: stop after the SFT data (unless samples are reused)
+          shard=None, # 'i/n' or (i, n): only this job's source shards (merge later); None: every shard
+          scorer=None, # a `Scorer` or callable fn(prompts, responses) -> scores; None: load `cfg.reward`
+          overrides=None, # dotted config overrides (see `apply_overrides`)
+         )->dict:
     "All stages this process can run: sources, SFT data, and given the (SFT) target model the target stage and merge"
     cfg = load_config(cfg, overrides)
     out_dir = out_dir or build_dir(cfg)
@@ -410,7 +487,8 @@ def build(cfg, prompts=None, out_dir=None, target_model_path=None, shard=None, s
 
 STAGES = ("all", "sources", "sft", "targets", "merge")
 
-def add_build_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_build_args(p:argparse.ArgumentParser, # the parser (or subparser) to extend; returned
+                  )->argparse.ArgumentParser:
     "Add the `wrpo build` options to parser `p`"
     p.add_argument("config", nargs="?", help="YAML config (a path or a shipped name); or --config")
     p.add_argument("--config", dest="config_opt", metavar="CONFIG", help="the same as the positional CONFIG")
@@ -425,7 +503,8 @@ def add_build_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("-o", "--override", action="append", default=[], help="dotted config override, e.g. build.n=3")
     return p
 
-def run_build(args) -> dict:
+def run_build(args, # an `argparse.Namespace` from a parser set up by `add_build_args`
+             )->dict:
     "Run the stage chosen by parsed `wrpo build` arguments"
     from wrpo.pipeline import config_path
     if args.config and args.config_opt and args.config != args.config_opt:
@@ -441,7 +520,8 @@ def run_build(args) -> dict:
     if args.stage == "targets": return build_targets(cfg, out, args.target_model, shard=args.shard, extra_dirs=args.merge_from)
     return merge_shards(cfg, out, args.merge_from)
 
-def build_cli(args) -> int:
+def build_cli(args, # an `argparse.Namespace` from a parser set up by `add_build_args`
+             )->int:
     "`wrpo build` (the `wrpo` parser's build subcommand): run the stage and print its summary"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     res = run_build(args)

@@ -161,7 +161,9 @@ class Config:
     name: str = "wrpo"  # run name
     run_dir: str | None = None  # the run directory (`wrpo build` writes under its build/); None -> runs/<name>
 
-    def run_path(self, out=None)->Path:
+    def run_path(self,
+                 out=None, # a run directory to use instead (e.g. the CLI's --out); None: `run_dir`, else runs/<name>
+                )->Path:
         "The run directory: `out` when given, else `run_dir`, else runs/<name> (relative to the working directory)."
         return Path(out or self.run_dir or f"runs/{self.name}")
 
@@ -225,7 +227,9 @@ def _check_rows(r: RowsSpec | None, where):
     if r.call is not None and ":" not in r.call: raise ConfigError(f"{where}.call: expected 'module:attr', got {r.call!r}")
     if r.n is not None and r.n < 1: raise ConfigError(f"{where}.n: must be >= 1 (or null for every row), got {r.n}")
 
-def validate_config(cfg: Config, deep: bool = True) -> Config:
+def validate_config(cfg:Config, # the configuration to check (returned unchanged)
+                    deep:bool=True, # also build trl's SFTConfig and every variant's WRPOConfig once (`check_train`)
+                   )->Config:
     "Check values within and across sections; `deep` also builds every trainer config once (see `check_train`). Returns `cfg`."
     for i, s in enumerate(cfg.sources): _check_model(s, f"sources[{i}]")
     names = [s.name for s in cfg.sources]
@@ -311,16 +315,20 @@ def device_defaults() -> dict:
     cuda = torch.cuda.is_available()
     return dict(bf16=cuda and torch.cuda.is_bf16_supported(), gradient_checkpointing=cuda, use_cpu=not cuda)
 
-def sft_kwargs(cfg: Config) -> dict:
+def sft_kwargs(cfg:Config, # the run's configuration (its `train.sft` section is read)
+              )->dict:
     "The SFT stage's `SFTConfig` arguments: the paper's defaults updated by `train.sft`"
     return {**SFT_DEFAULTS, **cfg.train.sft}
 
-def variant_kwargs(cfg: Config, name: str) -> dict:
+def variant_kwargs(cfg:Config, # the run's configuration (`train.common` and `train.variants` are read)
+                   name:str, # a key of `train.variants`, e.g. "wrpo"; an unknown name raises `ConfigError`
+                  )->dict:
     "`WRPOConfig` arguments of variant `name`: the paper's defaults, then `train.common`, then the variant's own"
     if name not in cfg.train.variants: raise ConfigError(f"unknown variant {name!r}; configured: {sorted(cfg.train.variants)}")
     return {**COMMON_DEFAULTS, **cfg.train.common, **(cfg.train.variants[name] or {})}
 
-def check_train(cfg: Config) -> Config:
+def check_train(cfg:Config, # the run's configuration (returned unchanged when every trainer config builds)
+               )->Config:
     "Build trl's `SFTConfig` and every variant's `WRPOConfig` once, so a bad value fails now, naming its key, not after hours of work"
     import tempfile, warnings
     from trl import SFTConfig
@@ -367,7 +375,9 @@ def _parse_value(v: str):
         except ValueError: pass
     return x
 
-def apply_overrides(d: dict, overrides=None) -> dict:
+def apply_overrides(d:dict, # a config as a plain dict (not modified)
+                    overrides=None, # 'a.b=v' strings (v is YAML; list items by index or `name`) or {dotted key: value}
+                   )->dict:
     "Deep copy of config dict `d` with overrides (list of 'a.b=v' strings, or a dict) applied"
     d = copy.deepcopy(d)
     if not overrides: return d
@@ -387,7 +397,9 @@ class _Loader(yaml.SafeLoader): "SafeLoader that also reads 1e-6 (no dot) as a f
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
     r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)$"), list("-+0123456789."))
 
-def config_from_dict(d: dict, deep: bool = True) -> Config:
+def config_from_dict(d:dict, # the config as a plain dict (top-level keys: the fields of `Config`); None: all defaults
+                     deep:bool=True, # also build every trainer config once (`check_train`)
+                    )->Config:
     "Validated `Config` from a plain dict (`deep`: also build every trainer config once)"
     d = dict(d or {})
     unknown = [k for k in d if k not in _SECTIONS]
@@ -404,7 +416,10 @@ def config_from_dict(d: dict, deep: bool = True) -> Config:
     if d.get("run_dir") is not None: cfg.run_dir = str(d["run_dir"])
     return validate_config(cfg, deep)
 
-def load_config(path_or_dict, overrides=None, deep: bool = True) -> Config:
+def load_config(path_or_dict, # a YAML file path, a plain dict or a `Config`
+                overrides=None, # dotted overrides applied first: 'a.b=v' strings or a dict (see `apply_overrides`)
+                deep:bool=True, # also build every trainer config once (`check_train`)
+               )->Config:
     "Load a validated `Config` from a YAML path, a dict or a `Config`, applying dotted `overrides`; errors name the file and the key"
     if isinstance(path_or_dict, Config): d, src = config_to_dict(path_or_dict), None
     elif isinstance(path_or_dict, dict): d, src = path_or_dict, None
@@ -419,11 +434,14 @@ def load_config(path_or_dict, overrides=None, deep: bool = True) -> Config:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         raise ConfigError(f"{src}: {msg}" if src else msg) from None
 
-def config_to_dict(cfg: Config) -> dict:
+def config_to_dict(cfg:Config, # the configuration to convert
+                  )->dict:
     "Plain-dict form of `cfg` (round-trips through `load_config`)"
     return asdict(cfg)
 
-def save_config(cfg: Config, path) -> Path:
+def save_config(cfg:Config, # the configuration to write
+                path, # destination YAML file (left untouched when its text would not change)
+               )->Path:
     "Write `cfg` as YAML to `path` atomically (a temporary file renamed), unchanged files untouched"
     from wrpo.files import atomic_write_text
     p, text = Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
@@ -435,7 +453,8 @@ def config_changes(old, # a nested dict / list / value (e.g. `config_to_dict` ou
                    new, # the same, as asked for now
                    values:bool=False, # give `key: old -> new` instead of the bare key
                    into_lists:bool=True, # compare lists of equal length element by element (else a list is one leaf)
-                   _prefix:str="")->list[str]:
+                   _prefix:str="",
+                  )->list[str]:
     "The dotted keys (or `key: old -> new`) of every leaf where `old` and `new` differ, in sorted key order."
     import json
     if isinstance(old, dict) and isinstance(new, dict):

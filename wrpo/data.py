@@ -40,7 +40,9 @@ def _check_messages(v, field, i, roles):
 def _short(v, n=80):
     s = repr(v); return s if len(s) <= n else s[:n] + "..."
 
-def validate_row(row:dict, i:int=0)->dict:
+def validate_row(row:dict, # one quadruple in the canonical schema (prompt, source_chosen, target_chosen, rejected, ...)
+                 i:int=0, # its index, for error messages
+                )->dict:
     "Check one quadruple row; raise `QuadrupleError` naming row `i` and the field."
     for f in QUADRUPLE_FIELDS:
         if f not in row or row[f] is None: raise QuadrupleError(f"row {i}: missing field '{f}'")
@@ -99,7 +101,9 @@ def _as_prompt_messages(p, i):
     try: return to_messages(p)
     except TypeError: raise QuadrupleError(f"row {i}, field 'prompt': expected a string or chat messages, got {_short(p)}") from None
 
-def from_release_row(row:dict, i:int=0)->dict:
+def from_release_row(row:dict, # a row of the public release: prompt, chosen=[y_ws, y_wt], rejected=[y_l]
+                     i:int=0, # its index, for error messages
+                    )->dict:
     "Convert a public-release row (`prompt`, `chosen`=[y_ws, y_wt], `rejected`=[y_l]) to the canonical schema."
     ch, rj = row.get("chosen"), row.get("rejected")
     if not isinstance(ch, list) or len(ch) != 2:
@@ -163,7 +167,8 @@ def read_rows(source,            # Dataset/DatasetDict, list, DataFrame, save_to
     name, _, sp = str(source).partition(":")   # a hub dataset (needs the network, or the datasets cache)
     return datasets.load_dataset(name, split=sp or split).to_list()
 
-def detect_schema(row:dict)->str:
+def detect_schema(row:dict, # the first row of a data set
+                 )->str:
     "'canonical' or 'release', from the columns of one row."
     if all(f in row for f in RESPONSE_FIELDS): return "canonical"
     if "chosen" in row and "rejected" in row: return "release"
@@ -177,7 +182,9 @@ def _as_chat_row(row):
         if isinstance(row[f], str): out[f] = to_messages(row[f], "user" if f == "prompt" else "assistant")
     return out
 
-def validate_quadruples(rows:Iterable[dict], max_report:int=5)->list:
+def validate_quadruples(rows:Iterable[dict], # quadruple rows in the canonical schema
+                        max_report:int=5, # how many problems (and rows with chosen == rejected) the message lists
+                       )->list:
     "Validate every row; raise one `QuadrupleError` listing the first `max_report` problems and the total."
     rows, errs = list(rows), []
     for i, r in enumerate(rows):
@@ -219,7 +226,9 @@ def load_quadruples(source,             # Dataset/DatasetDict, save_to_disk dir,
     return Dataset.from_list([{k: r.get(k) for k in cols} for r in rows])
 
 # %% ../nbs/02_data.ipynb #e3ef0f96
-def to_pairs(ds:Dataset, chosen:str="target_chosen")->Dataset:
+def to_pairs(ds:Dataset, # quadruples in the canonical schema
+             chosen:str="target_chosen", # "target_chosen" (on-policy pairs) or "source_chosen" (hybrid pairs)
+            )->Dataset:
     "trl preference pairs (prompt, chosen, rejected) from quadruples: `chosen` is 'target_chosen' (on-policy) or 'source_chosen' (hybrid)."
     if chosen not in ("target_chosen", "source_chosen"): raise ValueError(f"`chosen` must be 'target_chosen' or 'source_chosen', got {chosen!r}")
     return ds.select_columns(["prompt", chosen, "rejected"]).rename_column(chosen, "chosen")

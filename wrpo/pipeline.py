@@ -25,12 +25,15 @@ __all__ = ['LOCK_ENV', 'import_object', 'load_rows', 'eval_prompts', 'resolve_mo
            'sft_stage', 'train_variant', 'validate_run']
 
 # %% ../nbs/10_pipeline.ipynb #f67a0c4b
-def import_object(path:str):
+def import_object(path:str, # 'module:attr', e.g. 'wrpo.testing:paper_mini' (attr may be dotted)
+                 ):
     "The object at 'module:attr' (attr may be dotted); errors name what is missing."
     from wrpo.rewards import import_string
     return import_string(path)
 
-def load_rows(spec:RowsSpec, where:str="rows")->list:
+def load_rows(spec:RowsSpec, # where the rows come from: `path` (+ `split`) or `call` (+ `kwargs`), and `n`
+              where:str="rows", # the config key, for error messages (e.g. "pipeline.prompts")
+             )->list:
     "Rows of a `RowsSpec`: read from `path` or returned by `call(**kwargs)`; the first `n` if `n` is set."
     from wrpo.data import read_rows
     rows = import_object(spec.call)(**spec.kwargs) if spec.call else read_rows(spec.path, spec.split)
@@ -38,7 +41,9 @@ def load_rows(spec:RowsSpec, where:str="rows")->list:
     if not rows: raise ConfigError(f"{where}: {spec.path or spec.call} gave no rows")
     return rows[:spec.n] if spec.n else rows
 
-def eval_prompts(spec:RowsSpec, group_by:str|None=None)->tuple:
+def eval_prompts(spec:RowsSpec, # the held-out prompt rows (`eval.prompts`); `field` names the prompt column
+                 group_by:str|None=None, # a column every row must have (results per group); None: no check
+                )->tuple:
     "(chat-message prompts, metadata rows) of held-out rows in any prompt schema (`prompt`, AlpacaEval's `instruction`, ...)."
     from wrpo.build import normalize_prompt
     rows = load_rows(spec, "eval.prompts")
@@ -48,7 +53,9 @@ def eval_prompts(spec:RowsSpec, group_by:str|None=None)->tuple:
         raise ConfigError(f"eval.group_by: row {miss} of {spec.path or spec.call} has no column {group_by!r}")
     return prompts, [r if isinstance(r, dict) else {} for r in rows]
 
-def resolve_models(cfg:Config, provided:dict)->Config:
+def resolve_models(cfg:Config, # the run's configuration (not modified)
+                   provided:dict, # name -> local path, as the `pipeline.models` provider returned them
+                  )->Config:
     "A copy of `cfg` whose `provided:NAME` model fields are replaced by the provider's paths."
     cfg = copy.deepcopy(cfg)
     for spec in list(cfg.sources) + ([cfg.target] if cfg.target else []):
@@ -62,7 +69,10 @@ def default_device()->str:
     "Where in-process stages put a model: the accelerator when there is one."
     return "cuda" if torch.cuda.is_available() else "cpu"
 
-def load_lm(path, device:str|None=None, dtype="auto"):
+def load_lm(path, # a local model directory or hub id
+            device:str|None=None, # "cpu", "cuda", ...; None: `default_device()`
+            dtype="auto", # the weights' dtype: "auto" (as saved), "float32", "bfloat16", ... or a torch dtype
+           )->tuple:
     "A causal LM on `device` (default: the accelerator if present) and its tokenizer, from a local directory or hub id."
     from transformers import AutoModelForCausalLM, AutoTokenizer
     p = Path(str(path))
@@ -74,7 +84,8 @@ def load_lm(path, device:str|None=None, dtype="auto"):
 # %% ../nbs/10_pipeline.ipynb #bc45a25b
 def _read_json(path): return json.loads(Path(path).read_text())
 
-def accelerate_config_path(name_or_path)->Path:
+def accelerate_config_path(name_or_path, # an existing file, or a shipped config's file name, e.g. deepspeed_zero3.yaml
+                          )->Path:
     "An accelerate config: a path as given, or a config shipped in wrpo.configs/accelerate."
     p = Path(name_or_path)
     if p.exists(): return p.resolve()
@@ -83,7 +94,9 @@ def accelerate_config_path(name_or_path)->Path:
         if f.is_file(): return Path(str(f))
     raise ConfigError(f"train.launcher.accelerate_config: {p} not found (nor shipped in wrpo.configs/accelerate)")
 
-def launch_command(launcher, *args)->list:
+def launch_command(launcher, # a `LauncherSpec` (accelerate config, num_processes, mixed_precision, extra_args)
+                   *args, # the `wrpo` subcommand and its arguments, e.g. "train-variant", run_dir, name
+                  )->list:
     "The `accelerate launch ... -m wrpo.cli ARGS` command line of a `LauncherSpec`."
     mp = launcher.mixed_precision
     if mp == "auto": mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -100,8 +113,11 @@ LOCK_ENV = "WRPO_RUN_LOCK_HELD"   # set for the processes a lock holder starts (
 
 class run_lock:
     "Hold an OS-level lock on run directory `run_dir` (a context manager); a second holder fails at once, naming the first's PID. The OS frees the lock of a killed process, so a stale lock is simply taken over."
-    def __init__(self, run_dir): self.dir = Path(run_dir).resolve(); self.fd = None
+    def __init__(self,
+                 run_dir, # the run directory (created on `acquire`; the lock file is .wrpo.lock in it)
+                ): self.dir = Path(run_dir).resolve(); self.fd = None
     def acquire(self):
+        "Take the lock (a no-op when a parent process holds it for us); `RunLocked` if another process holds it"
         import fcntl
         if os.environ.get(LOCK_ENV) == str(self.dir): return self           # our parent holds it for us
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +130,7 @@ class run_lock:
         self.fd = fd; os.environ[LOCK_ENV] = str(self.dir)
         return self
     def release(self):
+        "Give the lock back (a no-op when this object does not hold it)"
         if self.fd is None: return
         import fcntl
         fcntl.flock(self.fd, fcntl.LOCK_UN); os.close(self.fd); self.fd = None
@@ -125,20 +142,33 @@ class run_lock:
 class StaleRun(RuntimeError):
     "A run directory holds outputs made with other settings than the config now asks for."
 
-def fingerprint(obj)->str:
+def fingerprint(obj, # plain data that `json.dumps` takes (other values by `str`)
+               )->str:
     "A stable hash of plain data (settings, upstream fingerprints, the package version)."
     import hashlib, wrpo
     return hashlib.sha256(json.dumps([obj, wrpo.__version__], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 class Stages:
     "stages.json of a run: per stage the fingerprint of exactly the settings and upstream outputs that made it, and whether it finished"
-    def __init__(self, run_dir, redo:bool=False):
+    def __init__(self,
+                 run_dir, # the run directory (its stages.json is read if it exists)
+                 redo:bool=False, # delete outputs made with other settings instead of raising `StaleRun`
+                ):
         self.file, self.redo = Path(run_dir) / "stages.json", redo
         self.rec = _read_json(self.file) if self.file.exists() else {}
 
-    def fp(self, key)->str|None: return (self.rec.get(key) or {}).get("fingerprint")
+    def fp(self,
+           key, # a stage name, e.g. "sft" or "train/wrpo"
+          )->str|None:
+        "The fingerprint stage `key` was recorded with (None if there is no record)"
+        return (self.rec.get(key) or {}).get("fingerprint")
 
-    def current(self, key:str, settings:dict, outputs:list, upstream=())->bool:
+    def current(self,
+                key:str, # the stage name, e.g. "sources" or "train/wrpo"
+                settings:dict, # exactly the settings that determine the stage's outputs (plain data)
+                outputs:list, # the stage's output paths (checked for existence; deleted on redo)
+                upstream=(), # names of the stages whose outputs this one reads (their fingerprints count too)
+               )->bool:
         "True if stage `key`'s outputs were made with these settings and are complete (skip it); False: run (or resume) it. Outputs made with other settings are an error naming the changed keys, or with `redo` are deleted first."
         fp = fingerprint(dict(settings=settings, upstream={u: self.fp(u) for u in upstream}))
         rec = self.rec.get(key)
@@ -155,16 +185,22 @@ class Stages:
         atomic_write_json(self.file, self.rec)
         return False
 
-    def done(self, key:str):
+    def done(self,
+             key:str, # the stage name
+            ):
         "Mark stage `key` finished (its outputs are complete)"
         self.rec[key]["done"] = True; atomic_write_json(self.file, self.rec)
 
-    def reused(self, key:str, source):
+    def reused(self,
+               key:str, # the stage name
+               source, # the run directory it was copied from
+              ):
         "Mark stage `key` as copied from another run (`pipeline.reuse_from`): current whatever the settings"
         self.rec[key] = dict(fingerprint=f"reused:{source}", settings={}, upstream={}, done=True); atomic_write_json(self.file, self.rec)
 
 # %% ../nbs/10_pipeline.ipynb #daccc768
-def config_path(name_or_path)->Path:
+def config_path(name_or_path, # an existing YAML file, or a shipped config's name with or without .yaml
+               )->Path:
     "A config file: a path as given, or the name of a config shipped with wrpo ('demo', 'ci', 'sweep', 'paper')."
     p = Path(name_or_path)
     if p.exists(): return p
@@ -192,7 +228,9 @@ class Run:
         self.stages = Stages(self.dir, redo)   # every stage output keyed by the settings that made it: reused, redone (redo) or refused
         save_config(self.cfg, self.path("config.yaml"))
 
-    def path(self, *parts)->Path:
+    def path(self,
+             *parts, # path parts below the run directory
+            )->Path:
         "A path inside the run directory."
         return self.dir.joinpath(*parts)
 
@@ -295,7 +333,9 @@ def sft(self:Run)->Path:
     return out
 
 @patch
-def variant_args(self:Run, name:str)->dict:
+def variant_args(self:Run,
+                 name:str, # a key of `train.variants`
+                )->dict:
     "WRPOConfig keyword arguments of variant `name`: defaults, `train.common`, the variant's own, and the run's paths."
     kw = variant_kwargs(self.cfg, name)
     kw.setdefault("logging_steps", 1)
@@ -304,7 +344,9 @@ def variant_args(self:Run, name:str)->dict:
     return kw
 
 @patch
-def train(self:Run, name:str)->Path:
+def train(self:Run,
+          name:str, # a key of `train.variants`
+         )->Path:
     "Train variant `name` from Target-SFT on the training quadruples (resumes from its last checkpoint)."
     out = self.path("models", name)
     outputs = [out, self.path("checkpoints", name), self.path("logs", f"{name}.json")]
@@ -334,7 +376,10 @@ def model_paths(self:Run)->dict:
     return paths
 
 @patch
-def eval_spec(self:Run, name:str, path)->ModelSpec:
+def eval_spec(self:Run,
+              name:str, # the model's name: a source's name, "target", "target_sft" or a variant
+              path, # the model to load: a local directory or hub id (a source: what its backend serves)
+             )->ModelSpec:
     "How model `name` answers held-out prompts: a source keeps its own backend (e.g. an API); local models use `eval.backend`."
     e, r = self.cfg.eval, self.resolved
     src = next((s for s in r.sources if s.name == name), None)
@@ -345,7 +390,10 @@ def eval_spec(self:Run, name:str, path)->ModelSpec:
                    extra={**(base.extra if backend == base.backend else {}), **e.extra})
 
 @patch
-def evaluate(self:Run, name:str, path)->dict:
+def evaluate(self:Run,
+             name:str, # the model's name: a source's name, "target", "target_sft" or a variant
+             path, # the model to load, as `model_paths` gives it
+            )->dict:
     "Answers of model `name` on the held-out prompts (the configured backend), judged by the reward: eval/<name>.json."
     out = self.path("eval", f"{name}.json")
     e, spec = self.cfg.eval, self.eval_spec(name, path)
@@ -419,7 +467,8 @@ def all(self:Run)->dict:
     return self.results()
 
 # %% ../nbs/10_pipeline.ipynb #ef89a5f7
-def checkpoint_problem(path)->str|None:
+def checkpoint_problem(path, # a trainer `checkpoint-N` directory
+                      )->str|None:
     "Why checkpoint directory `path` cannot be resumed from (None if it is complete): a kill while saving leaves a part of one."
     import warnings
     p = Path(path)
@@ -437,7 +486,8 @@ def checkpoint_problem(path)->str|None:
         except Exception as e: return f"{f.name} cannot be read ({type(e).__name__})"
     return None
 
-def last_checkpoint(d)->str|None:
+def last_checkpoint(d, # a trainer output directory holding `checkpoint-N` folders (need not exist)
+                   )->str|None:
     "The newest complete `checkpoint-N` in `d` (None if there is none); incomplete ones are skipped with a warning naming why."
     import warnings
     cks = sorted(Path(d).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1) if Path(d).exists() else []
@@ -448,7 +498,8 @@ def last_checkpoint(d)->str|None:
     return None
 
 # %% ../nbs/10_pipeline.ipynb #ddfe461f
-def training_log(log_history:list)->list:
+def training_log(log_history:list, # the trainer's `state.log_history` (not modified)
+                )->list:
     "The trainer's log history with its closing `train_loss` recomputed from every logged step: after a resume the trainer averages only the steps it ran itself (and reports 0.0 when none were left)."
     log = [dict(h) for h in log_history]
     steps = [h for h in log if "loss" in h and "step" in h]
@@ -460,7 +511,8 @@ def training_log(log_history:list)->list:
     return log
 
 # %% ../nbs/10_pipeline.ipynb #c137c849
-def hardware_kwargs(kw:dict)->dict:
+def hardware_kwargs(kw:dict, # trainer config keyword arguments from the config (they win over the device defaults)
+                   )->dict:
     "Device defaults under the config's own settings; gloo for several CPU processes (DeepSpeed/DDP on a machine without CUDA)."
     kw = {**device_defaults(), **kw}
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1: kw.setdefault("ddp_backend", "gloo")
@@ -480,7 +532,8 @@ def _save_trained(trainer, tok, out:Path):
         move_into_place(tmp, out)
     acc.wait_for_everyone()
 
-def sft_stage(run:Run)->Path:
+def sft_stage(run:Run, # the run (its SFT data under build/sft must exist)
+             )->Path:
     "Target-SFT: fine-tune the target on (x, y_ws) of the SFT split; writes models/target_sft and logs/target_sft.json."
     from trl import SFTConfig
     from wrpo.trainer import sft_train
@@ -493,7 +546,9 @@ def sft_stage(run:Run)->Path:
     if tr.accelerator.is_main_process: atomic_write_json(run.path("logs", "target_sft.json"), training_log(tr.state.log_history))
     return out
 
-def train_variant(run:Run, name:str)->Path:
+def train_variant(run:Run, # the run (models/target_sft and data/train must exist)
+                  name:str, # a key of `train.variants`
+                 )->Path:
     "Train variant `name` of `run` from Target-SFT; resumable; writes models/<name> and logs/<name>.json."
     from wrpo.trainer import WRPOConfig, WRPOTrainer
     out = run.path("models", name)
@@ -507,7 +562,9 @@ def train_variant(run:Run, name:str)->Path:
     return out
 
 # %% ../nbs/10_pipeline.ipynb #5d31a6ab
-def validate_run(config, overrides=None)->dict:
+def validate_run(config, # a YAML path, a dict or a `Config`
+                 overrides=None, # dotted `key=value` overrides of the config
+                )->dict:
     "Dry-validate a run config (what `wrpo validate` prints): the typed config, backends, reward, variants, launcher."
     from wrpo.sampling import TransformersSampler, VLLMSampler, OpenAISampler
     cfg = load_config(config, overrides)

