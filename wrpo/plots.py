@@ -61,12 +61,10 @@ RESPONSE_STYLE = {  # response type -> (legend label, colour)
     "target_chosen": (r"$y_{wt}$ (best target)", "tab:blue"),
     "rejected": (r"$y_l$ (worst target)", "tab:gray"),
 }
-_ALIASES = {"y_ws": "source_chosen", "y_wt": "target_chosen", "y_l": "rejected"}
-
 def _series(data)->dict:
     "Response type -> finite float array, from a DataFrame or a dict of arrays."
     if isinstance(data, pd.DataFrame): data = {c: data[c].to_numpy() for c in data.columns}
-    known = {_ALIASES.get(k, k): v for k, v in data.items() if _ALIASES.get(k, k) in RESPONSE_STYLE}
+    known = {k: v for k, v in data.items() if k in RESPONSE_STYLE}
     items = [(k, known[k]) for k in RESPONSE_STYLE if k in known] if known else list(data.items())
     out = {}
     for k, v in items:
