@@ -133,6 +133,7 @@ def quad_logps(model,             # a causal LM
     out = dict(logps=logps, logps_per_token=[s / t for s, t in zip(logps, ntok)], n_tokens=ntok)
     return {f: {k: v[j * n:(j + 1) * n] for k, v in out.items()} for j, f in enumerate(RESPONSE_FIELDS)}
 
+# %% ../nbs/07_evaluate.ipynb #407853a9
 def logp_shift_table(model,                          # a causal LM (Target-SFT before training, the trained model after)
                      tokenizer,                      # its tokenizer
                      quads,                          # quadruples: list of dicts, Dataset, DataFrame or path
@@ -216,6 +217,7 @@ def judge_answers(answers_by_prompt:list, # per prompt: one answer (str) or a li
             out["groups"][str(g)] = _stats([x for l, p in zip(labels, per) if l == g for x in p], exact)
     return out
 
+# %% ../nbs/07_evaluate.ipynb #d509951b
 def win_rate(scores_a:list,    # per-prompt scores of model A
              scores_b:list,    # per-prompt scores of model B on the same prompts
              tol:float=0.0,    # score differences within `tol` count as ties
