@@ -4,6 +4,7 @@ import importlib, inspect, re
 import pytest
 
 CORE = ["config", "files", "losses", "selection", "data", "sampling", "rewards", "build", "trainer", "evaluate", "pipeline", "cli"]
+MINIATURE = ["toyworld", "toyworld_tasks", "toyworld_models", "toyworld_zoo"]   # the offline miniature: outside the core
 WORDS = re.compile(r"toyworld|\bskill|VerifierReward|make_prompts|build_zoo|src_llama|target_mistral")
 
 @pytest.mark.parametrize("name", CORE)
@@ -19,3 +20,7 @@ def test_the_miniature_plugs_in_through_config():
         cfg = load_config(str(config_path(name)))
         assert cfg.pipeline.models.call == "wrpo.toyworld:build_zoo" and cfg.pipeline.prompts.call == "wrpo.toyworld:make_prompts"
         assert all(s.model.startswith("provided:") for s in cfg.sources)
+
+def test_the_miniature_modules_are_outside_the_core():
+    assert not set(MINIATURE) & set(CORE)
+    for name in MINIATURE: assert WORDS.search(f"wrpo.{name}") and importlib.import_module(f"wrpo.{name}")

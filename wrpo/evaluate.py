@@ -16,8 +16,8 @@ from trl.data_utils import common_prefix_length
 from .data import RESPONSE_FIELDS
 
 # %% auto #0
-__all__ = ['encode_pair', 'sequence_logps', 'quad_logps', 'logp_shift_table', 'reward_stats', 'internal_reward_accuracy',
-           'judge_answers', 'win_rate', 'evaluate_model']
+__all__ = ['encode_pair', 'sequence_logps', 'encode_quad', 'quad_logps', 'logp_shift_table', 'reward_stats',
+           'internal_reward_accuracy', 'judge_answers', 'win_rate', 'evaluate_model']
 
 # %% ../nbs/07_evaluate.ipynb #0c81f838
 def _msgs(x, role:str)->list:
@@ -31,41 +31,36 @@ def _ids(enc)->list:
     ids = enc["input_ids"] if hasattr(enc, "keys") else enc
     return list(ids[0]) if len(ids) and isinstance(ids[0], (list, tuple)) else list(ids)
 
-def encode_pair(tokenizer,  # tokenizer, with a chat template unless prompt and response are plain strings
+def _tokens(tokenizer, prompt, response, i:int=0)->tuple:
+    "Token ids of the prompt alone and of prompt + response, as `WRPOTrainer` (trl) tokenises them."
+    if isinstance(prompt, str) and isinstance(response, str):   # plain text: no chat template, eos appended
+        eos = tokenizer.eos_token or ""
+        full = prompt + (response if response.endswith(eos) else response + eos)
+        return tokenizer(prompt)["input_ids"], tokenizer(full)["input_ids"]
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"row {i}: chat messages need a tokenizer with a chat template (or give prompt and response as plain strings)")
+    pm = _msgs(prompt, "user")
+    p = _ids(tokenizer.apply_chat_template(pm, tokenize=True, add_generation_prompt=True, return_dict=True))
+    return p, _ids(tokenizer.apply_chat_template(pm + _msgs(response, "assistant"), tokenize=True, return_dict=True))
+
+def encode_pair(tokenizer,  # tokenizer; with a chat template unless prompt and response are plain strings
                 prompt,     # a string or chat messages
                 response,   # a string, an assistant message or a list of assistant messages
                 i:int=0,    # row index for error messages
                )->tuple:    # (token ids of prompt + response, number of leading prompt tokens)
     "Token ids of prompt + response and where the response starts, tokenised as `WRPOTrainer` does."
-    if getattr(tokenizer, "chat_template", None):
-        pm = _msgs(prompt, "user")
-        p = _ids(tokenizer.apply_chat_template(pm, tokenize=True, add_generation_prompt=True, return_dict=True))
-        full = _ids(tokenizer.apply_chat_template(pm + _msgs(response, "assistant"), tokenize=True, return_dict=True))
-    else:
-        if not (isinstance(prompt, str) and isinstance(response, str)):
-            raise ValueError(f"row {i}: the tokenizer has no chat template, so prompt and response must be plain strings")
-        eos = tokenizer.eos_token or ""
-        p = tokenizer(prompt)["input_ids"]
-        full = tokenizer(prompt + (response if response.endswith(eos) else response + eos))["input_ids"]
+    p, full = _tokens(tokenizer, prompt, response, i)
     n = common_prefix_length(p, full)
     if n >= len(full): raise ValueError(f"row {i}: the response adds no tokens after the prompt ({str(response)[:60]!r})")
     return full, n
 
 # %% ../nbs/07_evaluate.ipynb #ed884a7e
 @torch.no_grad()
-def sequence_logps(model,              # a causal LM (transformers)
-                   tokenizer,          # its tokenizer
-                   prompts:list,       # n prompts: strings or chat messages
-                   responses:list,     # n responses: strings, assistant messages or lists of them
-                   batch_size:int=8,   # sequences per forward pass
-                  )->dict:             # logps (summed), logps_per_token (average), n_tokens: lists of n numbers
-    "Summed and per-token-average log-prob of each response given its prompt under `model`, batched, without grad."
-    if len(prompts) != len(responses): raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
-    enc = [encode_pair(tokenizer, p, r, i) for i, (p, r) in enumerate(zip(prompts, responses))]
+def _score(model, enc:list, pad:int, batch_size:int)->tuple:
+    "Summed log-probs (float64 sums) and token counts of the response part of each (ids, prompt length) pair."
     n = len(enc)
     logps, ntok = [0.0] * n, [0] * n
     dev = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(n), key=lambda i: -len(enc[i][0]))  # similar lengths share a batch
     was_training = model.training
     model.eval()
@@ -80,10 +75,36 @@ def sequence_logps(model,              # a causal LM (transformers)
                 full, k = enc[i]
                 # logits at position t predict token t+1: the response tokens k..len-1 are predicted at k-1..len-2
                 lp = logits[j, k - 1:len(full) - 1].float().log_softmax(-1)
-                logps[i] = float(lp.gather(-1, ids[j, k:len(full), None]).sum())
+                logps[i] = float(lp.gather(-1, ids[j, k:len(full), None]).double().sum())
                 ntok[i] = len(full) - k
     finally: model.train(was_training)
+    return logps, ntok
+
+def sequence_logps(model,              # a causal LM (transformers)
+                   tokenizer,          # its tokenizer
+                   prompts:list,       # n prompts: strings or chat messages
+                   responses:list,     # n responses: strings, assistant messages or lists of them
+                   batch_size:int=8,   # sequences per forward pass
+                  )->dict:             # logps (summed), logps_per_token (average), n_tokens: lists of n numbers
+    "Summed and per-token-average log-prob of each response given its prompt under `model`, batched, without grad."
+    if len(prompts) != len(responses): raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
+    enc = [encode_pair(tokenizer, p, r, i) for i, (p, r) in enumerate(zip(prompts, responses))]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    logps, ntok = _score(model, enc, pad, batch_size)
     return dict(logps=logps, logps_per_token=[s / t for s, t in zip(logps, ntok)], n_tokens=ntok)
+
+# %% ../nbs/07_evaluate.ipynb #d5c53e2c
+def encode_quad(tokenizer,                   # tokenizer, as for `encode_pair`
+                row:dict,                    # a quadruple: `prompt` and the response fields
+                i:int=0,                     # row index for error messages
+                fields:tuple=RESPONSE_FIELDS, # the responses to encode
+               )->list:                      # per field: (token ids of prompt + response, number of prompt tokens)
+    "Encode the responses of one quadruple with one prompt boundary for all, the shortest common prefix (as `WRPOTrainer`)."
+    toks = [_tokens(tokenizer, row["prompt"], row[f], i) for f in fields]
+    n = min(common_prefix_length(p, full) for p, full in toks)
+    for f, (_, full) in zip(fields, toks):
+        if n >= len(full): raise ValueError(f"row {i}, field {f!r}: the response adds no tokens after the prompt")
+    return [(full, n) for _, full in toks]
 
 # %% ../nbs/07_evaluate.ipynb #0bf6eb37
 def _rows(quads)->list:
@@ -106,10 +127,13 @@ def quad_logps(model,             # a causal LM
         for f in ("prompt",) + RESPONSE_FIELDS:
             if f not in r or r[f] is None: raise ValueError(f"row {i}: missing field {f!r}")
     n = len(rows)
-    out = sequence_logps(model, tokenizer, [r["prompt"] for r in rows] * 3,
-                         [r[f] for f in RESPONSE_FIELDS for r in rows], batch_size=batch_size)
+    enc = [encode_quad(tokenizer, r, i) for i, r in enumerate(rows)]   # one prompt boundary per row, as the trainer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    logps, ntok = _score(model, [e[j] for j in range(len(RESPONSE_FIELDS)) for e in enc], pad, batch_size)
+    out = dict(logps=logps, logps_per_token=[s / t for s, t in zip(logps, ntok)], n_tokens=ntok)
     return {f: {k: v[j * n:(j + 1) * n] for k, v in out.items()} for j, f in enumerate(RESPONSE_FIELDS)}
 
+# %% ../nbs/07_evaluate.ipynb #407853a9
 def logp_shift_table(model,                          # a causal LM (Target-SFT before training, the trained model after)
                      tokenizer,                      # its tokenizer
                      quads,                          # quadruples: list of dicts, Dataset, DataFrame or path
@@ -193,6 +217,7 @@ def judge_answers(answers_by_prompt:list, # per prompt: one answer (str) or a li
             out["groups"][str(g)] = _stats([x for l, p in zip(labels, per) if l == g for x in p], exact)
     return out
 
+# %% ../nbs/07_evaluate.ipynb #d509951b
 def win_rate(scores_a:list,    # per-prompt scores of model A
              scores_b:list,    # per-prompt scores of model B on the same prompts
              tol:float=0.0,    # score differences within `tol` count as ties
