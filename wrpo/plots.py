@@ -271,20 +271,15 @@ def _flat_metrics(m:dict)->dict:
         o, groups = m.get("overall", {}), m.get("groups", {})
         if "accuracy" in o: out["accuracy"] = o["accuracy"]
         if "reward" in o: out["mean reward"] = o["reward"]
-    elif "all" in m and isinstance(m["all"], dict):   # wrpo.toyworld.skill_accuracy
-        o = m["all"]
-        if "acc" in o: out["accuracy"] = o["acc"]
-        if "reward" in o: out["mean reward"] = o["reward"]
-        groups = {k: v for k, v in m.items() if k != "all" and isinstance(v, dict)}
     for g, v in groups.items():
-        acc = v.get("accuracy", v.get("acc")) if isinstance(v, dict) else None
+        acc = v.get("accuracy") if isinstance(v, dict) else None
         if acc is not None: out[f"acc. {g}"] = acc
     for k, v in m.items():
-        if k in ("overall", "groups", "all") or k in groups: continue
+        if k in ("overall", "groups") or k in groups: continue
         if isinstance(v, (int, float)) and not isinstance(v, bool): out[{"reward": "mean reward"}.get(k, k)] = v
     return out
 
-def results_table(results:dict,          # model name -> metrics (judge_answers output, skill_accuracy output, or flat numbers)
+def results_table(results:dict,          # model name -> metrics (`wrpo.evaluate.judge_answers` output, or flat numbers)
                   columns:list|None=None, # columns to show, in order; None: all found
                   digits:int=3,          # decimals
                   bold_best:bool=True,   # bold the highest value of each column
