@@ -232,19 +232,19 @@ def plot_benchmarks(frame:pd.DataFrame, # from `results_frame`
     from matplotlib.figure import Figure
     fig = Figure(figsize=(13, 3.8), layout="constrained"); axs = fig.subplots(1, 3)
     models = list(frame.index); x = np.arange(len(models))
-    def bars(ax, cols, errs, title, ylabel):
+    def bars(ax, cols, errs, title, ylabel, labels=None):
         w = 0.8 / len(cols)
         for i, (c, e) in enumerate(zip(cols, errs)):
             v = frame[c].astype(float).to_numpy()
-            ax.bar(x + (i - (len(cols) - 1) / 2) * w, v, w, yerr=e, capsize=3, label=c.split(" ")[-2] if " " in c else c)
+            ax.bar(x + (i - (len(cols) - 1) / 2) * w, v, w, yerr=e, capsize=3, label=(labels or cols)[i])
         ax.set_xticks(x, models, rotation=20, ha="right"); ax.set_title(title); ax.set_ylabel(ylabel)
         if len(cols) > 1: ax.legend(fontsize=8)
     f = lambda c: frame[c].astype(float).fillna(0).to_numpy() if c in frame else None
-    bars(axs[0], ["AlpacaEval 2 LC %", "AlpacaEval 2 WR %"], [f("_lc_se"), f("_wr_se")], "AlpacaEval 2 vs GPT-4 Turbo (±1 SE)", "win rate %")
+    bars(axs[0], ["AlpacaEval 2 LC %", "AlpacaEval 2 WR %"], [f("_lc_se"), f("_wr_se")], "AlpacaEval 2 vs GPT-4 Turbo (±1 SE)", "win rate %", ["LC", "WR"])
     wr = frame["Arena-Hard WR %"].astype(float).to_numpy()
     ci = np.vstack([np.nan_to_num(wr - f("_ah_lo")), np.nan_to_num(f("_ah_hi") - wr)])
     bars(axs[1], ["Arena-Hard WR %"], [ci], "Arena-Hard v0.1 vs GPT-4-0314 (95% CI)", "win rate %")
-    bars(axs[2], ["MT-Bench T1", "MT-Bench T2", "MT-Bench avg"], [None] * 3, "MT-Bench (GPT-4 judge)", "score (1-10)")
+    bars(axs[2], ["MT-Bench T1", "MT-Bench T2", "MT-Bench avg"], [None] * 3, "MT-Bench (GPT-4 judge)", "score (1-10)", ["turn 1", "turn 2", "average"])
     axs[2].set_ylim(0, 10)
     if path is not None: Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=110)
     return fig
