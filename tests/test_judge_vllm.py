@@ -1,0 +1,147 @@
+"""wrpo.judge against a real model behind a real OpenAI-compatible server: `vllm serve` (the `vllm-cpu` build in
+.venv-vllm, see scripts/vllm_env.sh) serving a tiny random Qwen2 checkpoint on 127.0.0.1.
+
+    .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/test_judge_vllm.py
+
+Skipped where vLLM is not importable (the main .venv). The tiny model's verdicts are noise: what is checked is the
+protocol plumbing with a real server (every judgment present, each parsed or counted as unparseable, none dropped, the
+AlpacaEval preference read from the log-probabilities vLLM returns) and that the disk cache makes a rerun free.
+The exact protocol checks (parsing, swapping, ties, retries) are in nbs/14_judge.ipynb against a labelled fake server.
+"""
+import importlib.metadata, json, os, socket, subprocess, sys, time, urllib.request
+import pytest
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+vllm = pytest.importorskip("vllm", reason="vLLM is not installed here: run with .venv-vllm/bin/python (bash scripts/vllm_env.sh)")
+import psutil
+from wrpo.config import ModelSpec
+from wrpo.files import read_jsonl
+from wrpo.judge import (JudgeClient, judge_alpaca_eval, judge_arena_hard, judge_mt_bench, ARENA_HARD_LABELS,
+                        arena_hard_judgment_path, mt_bench_judgment_path, write_alpaca_annotations,
+                        write_arena_hard_judgments, write_mt_bench_judgments)
+from wrpo.testing import tiny_lm, tiny_tokenizer
+
+MAX_LEN = 4096  # a character tokenizer: the Arena-Hard system prompt alone is ~1,700 tokens
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    d = tmp_path_factory.mktemp("judge")
+    tok = tiny_tokenizer("char")  # every letter is one token: `m` and `M` can appear among the top log-probabilities
+    m = tiny_lm(tok, "qwen2", d=128, layers=2, heads=2, seed=3, max_pos=MAX_LEN)
+    m.save_pretrained(d / "ckpt"); tok.save_pretrained(d / "ckpt")
+    port, log = _free_port(), d / "serve.log"
+    try:  # vllm-cpu's CLI looks up the distribution "vllm" (it is named "vllm-cpu"): same server via its module then
+        importlib.metadata.version("vllm"); cmd = [os.path.join(os.path.dirname(sys.executable), "vllm"), "serve", str(d / "ckpt")]
+    except importlib.metadata.PackageNotFoundError:
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(d / "ckpt")]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "tiny-judge", "--dtype", "float32",
+            "--max-model-len", str(MAX_LEN), "--enforce-eager"]
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 400
+        while True:
+            if proc.poll() is not None: pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            if time.time() > deadline: pytest.fail(f"vllm serve not healthy after 400 s:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                    if r.status == 200: break
+            except OSError: pass
+            time.sleep(1)
+        yield f"http://127.0.0.1:{port}/v1", d
+    finally:
+        procs = [proc] + [p for p in psutil.Process().children(recursive=True) if p.pid != proc.pid]
+        proc.terminate()
+        try: proc.wait(timeout=60)
+        except subprocess.TimeoutExpired: os.killpg(proc.pid, 9); proc.wait(timeout=30)
+        _, alive = psutil.wait_procs([p for p in procs if p.pid != proc.pid], timeout=30)
+        for p in alive: p.kill()
+
+# fixtures in each benchmark's exact schema
+ALPACA_MODEL = [dict(instruction="Name a fruit.", output="An apple.", generator="mine", dataset="helpful_base"),
+                dict(instruction="What is 2+2?", output="4", generator="mine", dataset="koala"),
+                dict(instruction="Say hi.", output="hi", generator="mine", dataset="oasst")]
+ALPACA_BASE = [dict(instruction="Name a fruit.", output="A banana is a fruit.", generator="gpt4_1106_preview", dataset="helpful_base"),
+               dict(instruction="What is 2+2?", output="2+2 equals 4.", generator="gpt4_1106_preview", dataset="koala"),
+               dict(instruction="Say hi.", output="hi", generator="gpt4_1106_preview", dataset="oasst")]  # identical: 1.5, no request
+def _ah_answer(qid, model, text):
+    return dict(question_id=qid, answer_id=f"{model}-{qid}", model_id=model, tstamp=0.0,
+                choices=[{"index": 0, "turns": [{"content": text, "token_len": len(text)}]}])
+AH_Q = [dict(question_id="a1", category="arena-hard-v0.1", cluster="math", turns=[{"content": "What is 3*7?"}]),
+        dict(question_id="a2", category="arena-hard-v0.1", cluster="poems", turns=[{"content": "A haiku on rain."}])]
+AH_MINE = [_ah_answer("a1", "mine", "21"), _ah_answer("a2", "mine", "Rain taps the window")]
+AH_BASE = [_ah_answer("a1", "gpt-4-0314", "3*7 = 21"), _ah_answer("a2", "gpt-4-0314", "Soft rain on the roof")]
+MT_Q = [dict(question_id=81, category="writing", turns=["Write a line on the sea.", "Make it rhyme."]),
+        dict(question_id=111, category="math", turns=["What is 5+6?", "And times 2?"], reference=["11", "22"])]
+MT_A = [dict(question_id=81, answer_id="x81", model_id="mine", tstamp=0.0, choices=[{"index": 0, "turns": ["The sea is wide.", "The sea is wide, the sky is high."]}]),
+        dict(question_id=111, answer_id="x111", model_id="mine", tstamp=0.0, choices=[{"index": 0, "turns": ["11", "22"]}])]
+
+def _judge_all(url, cache):
+    spec = ModelSpec(name="judge", backend="openai", endpoint=url, model="tiny-judge", max_concurrency=2, max_retries=1,
+                     retry_backoff=0.5, timeout=120)
+    jc = JudgeClient(spec, cache=cache, progress=False)
+    a = judge_alpaca_eval(ALPACA_MODEL, ALPACA_BASE, jc)
+    h = judge_arena_hard(AH_Q, AH_MINE, AH_BASE, jc, judge_name="tiny-judge", max_tokens=12)
+    m = judge_mt_bench(MT_Q, MT_A, jc, judge_name="tiny-judge", max_tokens=12)
+    return jc, a, h, m
+
+@pytest.fixture(scope="module")
+def runs(server):
+    url, d = server
+    t0 = time.perf_counter(); first = _judge_all(url, d / "cache.jsonl"); t1 = time.perf_counter()
+    again = _judge_all(url, d / "cache.jsonl"); t2 = time.perf_counter()
+    print(f"first run {t1 - t0:.1f} s, {first[0].stats}; rerun {t2 - t1:.2f} s, {again[0].stats}")
+    return first, again, d
+
+def _counts_add_up(s):
+    assert s["errors"] == 0, s  # a real server answers every request
+    assert s["parsed"] + s["unparseable"] + s["errors"] == s["n"], s
+
+def test_alpaca_eval(runs):
+    (_, (ann, s), _, _), _, d = runs
+    assert [a["instruction"] for a in ann] == [r["instruction"] for r in ALPACA_MODEL] and s["n"] == 3
+    _counts_add_up(s)
+    assert ann[2]["preference"] == 1.5 and ann[2]["preference_source"] == "identical"
+    for a in ann[:2]:  # vLLM returns log-probabilities: the official soft preference path is the one taken
+        assert a["preference_source"] == "logprobs", a
+        assert a["raw_completion"]["logprobs"]["content"][0]["top_logprobs"], a
+        assert a["preference"] is None or 1.0 <= a["preference"] <= 2.0
+    assert s["unparseable"] == sum(a["preference"] is None for a in ann)
+    write_alpaca_annotations(d / "alpaca_eval" / "mine" / "annotations.json", ann)
+    back = json.loads((d / "alpaca_eval" / "mine" / "annotations.json").read_text())
+    assert [b["preference"] for b in back] == [a["preference"] for a in ann]
+
+def test_arena_hard(runs):
+    (_, _, (rows, s), _), _, d = runs
+    assert [r["question_id"] for r in rows] == ["a1", "a2"] and all(len(r["games"]) == 2 for r in rows)
+    _counts_add_up(s)
+    scores = [g["score"] for r in rows for g in r["games"]]
+    assert all(x is None or x in ARENA_HARD_LABELS for x in scores)
+    assert s["unparseable"] == scores.count(None)
+    assert all(g["judgment"] and g["user_prompt"] for r in rows for g in r["games"])
+    p = arena_hard_judgment_path(d / "arena-hard-v0.1", "tiny-judge", "mine"); write_arena_hard_judgments(p, rows)
+    assert read_jsonl(p) == rows
+
+def test_mt_bench(runs):
+    (_, _, _, (rows, s)), _, d = runs
+    assert [(r["question_id"], r["turn"]) for r in rows] == [(81, 1), (81, 2), (111, 1), (111, 2)]
+    _counts_add_up(s)
+    assert all(r["score"] == -1 or isinstance(r["score"], (int, float)) for r in rows)
+    assert s["unparseable"] == sum(r["score"] == -1 for r in rows)
+    assert [r["judge"][1] for r in rows] == ["single-v1", "single-v1-multi-turn", "single-math-v1", "single-math-v1-multi-turn"]
+    p = mt_bench_judgment_path(d / "mt_bench", "tiny-judge"); write_mt_bench_judgments(p, rows)
+    assert len(read_jsonl(p)) == 4
+
+def test_rerun_is_free(runs):
+    (jc1, a1, h1, m1), (jc2, a2, h2, m2), _ = runs
+    assert jc1.stats["requests"] >= 2 + 4 + 4 and jc1.stats["completion_tokens"] > 0
+    assert jc2.stats["requests"] == 0 and jc2.stats["cache_hits"] == jc1.stats["requests"], (jc1.stats, jc2.stats)
+    assert a2[0] == a1[0] and h2[0] == h1[0]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "tstamp"} for r in rows]
+    assert strip(m2[0]) == strip(m1[0])
