@@ -72,7 +72,7 @@ class JudgeClient:
         if spec.backend != "openai" or not spec.endpoint:
             raise ValueError(f"judge {spec.name!r}: needs backend 'openai' and an endpoint (an OpenAI-compatible base URL)")
         self.spec, self.progress = spec, progress
-        self.http = OpenAISampler(spec)  # reads the key from spec.api_key_env; its _post retries and redacts
+        self.http = OpenAISampler(spec)  # reads the key from spec.api_key_env; its `post` retries and redacts
         self.cache = cache if isinstance(cache, JudgeCache) else JudgeCache(cache)
         self.stats = dict(requests=0, cache_hits=0, failed=0, prompt_tokens=0, completion_tokens=0)
         self._lock = threading.Lock()
@@ -88,7 +88,7 @@ class JudgeClient:
         with self._lock:
             self.stats["cache_hits" if hit is not None else "requests"] += 1
         if hit is not None: return hit
-        r = self.http._post(body)
+        r = self.http.post(body)
         if not (r.get("choices") or []): raise RuntimeError(f"judge {self.spec.name!r}: response has no choices")
         u = r.get("usage") or {}
         with self._lock:

@@ -236,8 +236,10 @@ class OpenAISampler(Sampler):
         s = str(s)
         return s.replace(self._key, "***") if self._key else s
 
-    def _post(self, body: dict) -> dict:
-        "One request with retries; returns the decoded JSON"
+    def post(self,
+             body:dict, # an OpenAI chat-completions request body
+            )->dict:
+        "One chat-completions request with retries (connection errors, 429, 5xx); the decoded JSON reply"
         s, data = self.spec, json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if self._key: headers["Authorization"] = f"Bearer {self._key}"
@@ -265,7 +267,7 @@ class OpenAISampler(Sampler):
         for k in range(n):  # at most n requests: each must return at least one choice
             body = dict(model=s.model, messages=to_messages(prompt), n=n - len(out), temperature=s.temperature,
                         top_p=s.top_p, max_tokens=s.max_new_tokens, seed=seed + k)
-            r = self._post(body)
+            r = self.post(body)
             ch = r.get("choices") or []
             if not ch: raise RuntimeError(f"source {s.name!r}: response from {self.url} has no choices")
             out += [(c.get("message") or {}).get("content") or "" for c in ch][:n - len(out)]
