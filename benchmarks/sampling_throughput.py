@@ -14,7 +14,7 @@ import torch
 
 from wrpo.config import ModelSpec
 from wrpo.sampling import TransformersSampler
-from wrpo.testing import tiny_causal_lm, tiny_tokenizer
+from wrpo.testing import tiny_lm, tiny_tokenizer
 
 
 def run(sampler, prompts, n, seed=0):
@@ -42,7 +42,7 @@ def main(argv=None):
     words = "the quick brown fox jumps over the lazy dog sort these numbers reverse the word hello".split()
     prompts = [f"please {' '.join(words[(i * 3) % len(words):][: 2 + i % 9])} {i}" for i in range(a.prompts)]
     with tempfile.TemporaryDirectory() as td:
-        model = tiny_causal_lm("llama", tok, seed=0, d=a.d, layers=a.layers)
+        model = tiny_lm(tok, "llama", seed=0, d=a.d, layers=a.layers, kv_heads=2)
         n_params = sum(p.numel() for p in model.parameters())
         spec = ModelSpec(name="bench", model="in-memory", max_new_tokens=a.max_new_tokens, device=a.device)
         batched = TransformersSampler(ModelSpec(**{**spec.__dict__, "batch_size": a.batch_size}), model=model, tokenizer=tok)

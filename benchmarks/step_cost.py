@@ -19,11 +19,11 @@ def worker(name, a):
     import torch
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
-    from wrpo.testing import char_tokenizer, tiny_lm
+    from wrpo.testing import cpu_args, tiny_lm, tiny_tokenizer
     from wrpo.data import load_quadruples, to_pairs
-    from wrpo.trainer import WRPOConfig, WRPOTrainer, cpu_args
+    from wrpo.trainer import WRPOConfig, WRPOTrainer
     torch.set_num_threads(a.threads)
-    tok = char_tokenizer()
+    tok = tiny_tokenizer()
     g = torch.Generator().manual_seed(0)
     letters = "abcdefghijklmnopqrstuvwxyz "
     rnd = lambda n: "".join(letters[int(i)] for i in torch.randint(0, len(letters), (n,), generator=g))

@@ -54,8 +54,8 @@ def worker(a):
     from datasets import Dataset
     from transformers import LlamaConfig, AutoModelForCausalLM, TrainerCallback
     from trl import DPOConfig, DPOTrainer
-    from wrpo.testing import char_tokenizer
-    from wrpo.trainer import WRPOConfig, WRPOTrainer, cpu_args
+    from wrpo.testing import cpu_args, tiny_tokenizer
+    from wrpo.trainer import WRPOConfig, WRPOTrainer
     torch.set_num_threads(a.threads)
     name, shape = a.worker, SHAPES[a.shape]
     n = a.batch * (a.steps + a.warmup)
@@ -63,7 +63,7 @@ def worker(a):
     ids = lambda k: torch.randint(3, shape["vocab_size"], (k,), generator=g).tolist()
     rows = [dict(prompt_ids=ids(p), source_chosen_ids=ids(ws), target_chosen_ids=ids(wt), rejected_ids=ids(l))
             for p, ws, wt, l in lengths(n)]
-    tok = char_tokenizer()   # only its pad token is used: the data is tokenized already
+    tok = tiny_tokenizer()   # only its pad token is used: the data is tokenized already
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(LlamaConfig(max_position_embeddings=2048, pad_token_id=0, **shape), attn_implementation="sdpa")
     common = dict(max_steps=a.steps + a.warmup, per_device_train_batch_size=a.batch, logging_steps=10**6, learning_rate=1e-5,

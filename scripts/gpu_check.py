@@ -27,13 +27,13 @@ def run_one(shape, method, steps, batch, smoke):
     from datasets import Dataset
     from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
     from wrpo.pipeline import hardware_kwargs
-    from wrpo.testing import char_tokenizer
+    from wrpo.testing import tiny_tokenizer
     from wrpo.trainer import WRPOConfig, WRPOTrainer
     cuda = torch.cuda.is_available()
     rows = quadruples(batch * (steps + 1), SHAPES[shape]["vocab_size"])
     useful = sum(len(r["prompt_ids"]) + len(r["target_chosen_ids"]) + len(r["rejected_ids"]) +
                  (len(r["source_chosen_ids"]) if method == "wrpo" else 0) for r in rows[:batch * steps]) / steps
-    tok = char_tokenizer()
+    tok = tiny_tokenizer()
     args = WRPOConfig(**hardware_kwargs(dict(output_dir=tempfile.mkdtemp(prefix="gpu-check-"), max_steps=steps + 1,
         per_device_train_batch_size=batch, learning_rate=1e-6, precompute_ref_log_probs=True, beta=0.01, max_length=4096,
         alpha=0.1 if method == "wrpo" else 0.0, alpha_schedule="dynamic" if method == "wrpo" else "static",

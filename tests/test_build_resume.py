@@ -9,7 +9,7 @@ import yaml
 
 from wrpo.cli import main as wrpo_main
 def build_main(argv): return wrpo_main(["build", *argv])   # `wrpo build ...` through the one CLI parser
-from wrpo.testing import tiny_causal_lm, tiny_tokenizer
+from wrpo.testing import tiny_lm, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 VERIFIER = textwrap.dedent('''
@@ -33,9 +33,9 @@ def one_thread():
 def world(tmp_path_factory):
     "Two heterogeneous tiny sources, a target, a verifier module, a config and prompts, all on disk"
     T = tmp_path_factory.mktemp("build")
-    tiny_causal_lm("gpt2", tiny_tokenizer("char"), seed=1, path=T / "gpt2")
-    tiny_causal_lm("llama", tiny_tokenizer("bpe"), seed=2, path=T / "llama")
-    tiny_causal_lm("llama", tiny_tokenizer("char"), seed=3, path=T / "target")
+    tiny_lm(tiny_tokenizer("char"), "gpt2", seed=1, path=T / "gpt2")
+    tiny_lm(tiny_tokenizer("bpe"), "llama", seed=2, path=T / "llama")
+    tiny_lm(tiny_tokenizer("char"), "llama", seed=3, path=T / "target")
     (T / "wrpo_resume_verifier.py").write_text(VERIFIER)
     cfg = dict(name="resume-test",
                sources=[dict(name="gpt2", model=str(T / "gpt2"), max_new_tokens=16, device="cpu", batch_size=4),

@@ -3,7 +3,7 @@ on 2 processes. Rank 0 writes the log history. Usage: zero3_train.py OUT_DIR PER
 import json, os, sys, time
 import torch
 from transformers import TrainerCallback
-from wrpo.testing import char_tokenizer, tiny_lm, toy_quadruples
+from wrpo.testing import tiny_lm, tiny_tokenizer, toy_quadruples
 from wrpo.data import load_quadruples
 from wrpo.pipeline import hardware_kwargs, last_checkpoint, training_log
 
@@ -18,7 +18,7 @@ class SlowAfterSave(TrainerCallback):
     def on_save(self, args, state, control, **kw):
         if os.environ.get("WRPO_TEST_SLOW_AFTER_SAVE"): time.sleep(float(os.environ["WRPO_TEST_SLOW_AFTER_SAVE"]))
 
-tok = char_tokenizer()
+tok = tiny_tokenizer()
 model = tiny_lm(tok, "llama", seed=5)
 common = dict(output_dir=os.path.join(out, "run"), max_steps=4, learning_rate=3e-3, per_device_train_batch_size=per_device,
               logging_steps=1, report_to="none", seed=0, disable_tqdm=True, dataloader_drop_last=True, lr_scheduler_type="constant",

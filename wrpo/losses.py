@@ -11,13 +11,13 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from types import SimpleNamespace
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'LOSS_TYPES', 'alpha_at', 'WRPOLossOutput', 'wrpo_loss', 'trl_dpo_loss', 'trl_simpo_loss']
+__all__ = ['SCHEDULES', 'ALPHA_CONVENTIONS', 'LOSS_TYPES', 'alpha_at', 'ResponseTensors', 'WRPOLossOutput', 'wrpo_loss']
 
 # %% ../nbs/01_losses.ipynb #59f4d439
 SCHEDULES = ("dynamic", "static")
+ALPHA_CONVENTIONS = ("reach_target", "authors")
 
 def _check_alpha(alpha, name="alpha"):
     "Raise a clear error unless `alpha` is a finite number in [0, 1]."
@@ -28,21 +28,30 @@ def _check_alpha(alpha, name="alpha"):
     elif not (math.isfinite(a) and 0.0 <= a <= 1.0):
         raise ValueError(f"`{name}` must lie in [0, 1], got {alpha}")
 
-def alpha_at(step:int,            # optimiser steps already taken (0 for the first step)
-             total_steps:int,     # optimiser steps in the whole run
-             target:float,        # the fusion coefficient reached at the end (paper: 0.1 for WRPO-DPO)
-             schedule:str="dynamic", # "dynamic" (linear from 0) or "static" (constant)
+def alpha_at(step:int,                 # optimiser steps already taken (0 for the first step)
+             total_steps:int,          # optimiser steps in the whole run ("authors": their N, see above)
+             target:float,             # the fusion coefficient reached at the end (paper: 0.1 for WRPO-DPO)
+             schedule:str="dynamic",   # "dynamic" (linear from 0) or "static" (constant)
+             convention:str="reach_target", # "reach_target": the last step uses `target`; "authors": target * step / total_steps
             )->float:
     "The fusion coefficient alpha at optimiser step `step` of `total_steps`."
     _check_alpha(target, "target")
     if schedule not in SCHEDULES: raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {schedule!r}")
+    if convention not in ALPHA_CONVENTIONS: raise ValueError(f"`convention` must be one of {ALPHA_CONVENTIONS}, got {convention!r}")
     if total_steps < 1: raise ValueError(f"`total_steps` must be >= 1, got {total_steps}")
     if step < 0: raise ValueError(f"`step` must be >= 0, got {step}")
     if schedule == "static": return float(target)
-    return float(target) * min(1.0, step / max(total_steps - 1, 1))
+    return float(target) * min(1.0, step / (total_steps if convention == "authors" else max(total_steps - 1, 1)))
 
 # %% ../nbs/01_losses.ipynb #e25a6b78
 LOSS_TYPES = ("dpo", "ipo", "simpo")
+
+class ResponseTensors(NamedTuple):
+    "One tensor per response of a WRPO quadruple: summed log-probs (policy or reference) or completion token counts."
+    source_chosen:Tensor               # y_ws, shape (b,), or (b, k) for k source responses per prompt
+    target_chosen:Tensor               # y_wt, shape (b,)
+    rejected:Tensor                    # y_l, shape (b,)
+    source_rejected:Tensor|None = None # Appendix F: y_ls, a dispreferred response from y_ws's source, shape (b,)
 
 class WRPOLossOutput(NamedTuple):
     "Per-example losses first, then the (detached) statistics a trainer logs, all of shape (b,)."
@@ -57,86 +66,94 @@ class WRPOLossOutput(NamedTuple):
     nll:Tensor             # alpha * NLL(y_ws) + (1 - alpha) * NLL(y_wt), per token (0 when not computed)
 
 # %% ../nbs/01_losses.ipynb #b5782383
-def _as_tensor(name, x, ref=None):
+def _as_tensor(name, x, like=None):
+    "`x` as a floating tensor (of `like`'s dtype when it was not a tensor); None stays None."
     if x is None: return None
     if not isinstance(x, Tensor):
-        try: x = torch.as_tensor(x, dtype=ref.dtype if ref is not None else torch.get_default_dtype())
+        try: x = torch.as_tensor(x, dtype=like.dtype if like is not None else torch.get_default_dtype())
         except Exception as e: raise TypeError(f"`{name}` must be a tensor of log-probs, got {type(x).__name__}") from e
     if not x.is_floating_point(): x = x.to(torch.get_default_dtype())
     return x
 
-def _check_shapes(t:dict, b:int):
-    "Check every given tensor: (b,) for single responses, (b,) or (b, k) for source responses."
-    for name, x in t.items():
+def _responses(name, r, like=None):
+    "`r` as `ResponseTensors` of floating tensors, converted like `like` (default: its own `target_chosen`); None stays None."
+    if r is None: return None
+    if not isinstance(r, ResponseTensors):
+        if not (isinstance(r, (tuple, list)) and len(r) in (3, 4)):
+            raise TypeError(f"`{name}` must be a ResponseTensors(source_chosen, target_chosen, rejected[, source_rejected]), "
+                            f"got {type(r).__name__}")
+        r = ResponseTensors(*r)
+    if like is None: like = _as_tensor(f"{name}.target_chosen", r.target_chosen)
+    return ResponseTensors(*(_as_tensor(f"{name}.{f}", x, like) for f, x in zip(ResponseTensors._fields, r)))
+
+def _check_shapes(name:str, r:ResponseTensors, b:int):
+    "Every given tensor of `r` has shape (b,), `source_chosen` also (b, k)."
+    for f, x in zip(ResponseTensors._fields, r):
         if x is None: continue
-        ok = (x.dim() == 1 and x.shape[0] == b) or (name.endswith("_ws") and x.dim() == 2 and x.shape[0] == b and x.shape[1] >= 1)
-        if not ok:
-            want = "(b,) or (b, k)" if name.endswith("_ws") else "(b,)"
-            raise ValueError(f"`{name}` has shape {tuple(x.shape)}; expected {want} with b={b} (batch size of `policy_wt`)")
+        multi = f == "source_chosen"
+        if not ((x.dim() == 1 and x.shape[0] == b) or (multi and x.dim() == 2 and x.shape[0] == b and x.shape[1] >= 1)):
+            raise ValueError(f"`{name}.{f}` has shape {tuple(x.shape)}; expected {'(b,) or (b, k)' if multi else '(b,)'} "
+                             f"with b={b} (batch size of `policy_logps.target_chosen`)")
 
 def _mean_k(x): return x.mean(dim=-1) if x.dim() == 2 else x
 
 # %% ../nbs/01_losses.ipynb #7ed37cf0
-def wrpo_loss(*,
-    policy_ws:Tensor,          # policy log-prob of y_ws summed over tokens, shape (b,) or (b, k)
-    policy_wt:Tensor,          # policy log-prob of y_wt, shape (b,)
-    policy_l:Tensor,           # policy log-prob of y_l, shape (b,)
-    ref_ws:Tensor=None,        # reference log-prob of y_ws, shape of `policy_ws` (not used by "simpo")
-    ref_wt:Tensor=None,        # reference log-prob of y_wt, shape (b,)
-    ref_l:Tensor=None,         # reference log-prob of y_l, shape (b,)
-    alpha:float=0.1,           # fusion coefficient in [0, 1] (a float, or a tensor broadcastable to (b,))
-    beta:float=0.1,            # reward scale for "dpo" and "simpo"
-    loss_type:str="dpo",       # "dpo" | "ipo" | "simpo"
-    tau:float=0.01,            # IPO's regularisation (target margin 1/(2 tau))
-    gamma:float=0.0,           # SimPO's target reward margin
-    label_smoothing:float=0.0, # cDPO / SimPO label smoothing in [0, 0.5)
-    len_ws:Tensor=None,        # completion token counts of y_ws, shape of `policy_ws` ("ipo", "simpo", NLL)
-    len_wt:Tensor=None,        # completion token counts of y_wt, shape (b,)
-    len_l:Tensor=None,         # completion token counts of y_l, shape (b,)
-    policy_ls:Tensor=None,     # Appendix F: policy log-prob of a dispreferred same-source response, shape (b,)
-    ref_ls:Tensor=None,        # Appendix F: its reference log-prob, shape (b,)
-    len_ls:Tensor=None,        # Appendix F: its token count, shape (b,)
-    nll_coef:float=0.0,        # weight of the alpha-weighted NLL term on the chosen responses (paper: 0)
-)->WRPOLossOutput:
+def wrpo_loss(policy_logps:ResponseTensors,       # policy log-probs summed over each response's tokens
+              ref_logps:ResponseTensors|None=None, # reference log-probs, same shapes (not used by "simpo")
+              lengths:ResponseTensors|None=None,   # completion token counts, same shapes ("ipo", "simpo" and `nll_coef` > 0)
+              *,
+              alpha:float=0.1,           # fusion coefficient in [0, 1] (a float, or a tensor broadcastable to (b,))
+              beta:float=0.1,            # reward scale for "dpo" and "simpo"
+              loss_type:str="dpo",       # "dpo" | "ipo" | "simpo"
+              tau:float=0.01,            # IPO's regularisation (target margin 1/(2 tau))
+              gamma:float=0.0,           # SimPO's target reward margin
+              label_smoothing:float=0.0, # cDPO / SimPO label smoothing in [0, 0.5)
+              nll_coef:float=0.0,        # weight of the alpha-weighted NLL term on the chosen responses (paper: 0)
+             )->WRPOLossOutput:
     "WRPO's per-example losses and logged statistics from summed response log-probs."
     if loss_type not in LOSS_TYPES: raise ValueError(f"`loss_type` must be one of {LOSS_TYPES}, got {loss_type!r}")
     _check_alpha(alpha)
     if not 0.0 <= label_smoothing < 0.5: raise ValueError(f"`label_smoothing` must lie in [0, 0.5), got {label_smoothing}")
     if loss_type == "ipo" and not tau > 0: raise ValueError(f"IPO needs `tau` > 0, got {tau}")
     if nll_coef < 0: raise ValueError(f"`nll_coef` must be >= 0, got {nll_coef}")
-    policy_wt = _as_tensor("policy_wt", policy_wt)
-    if policy_wt.dim() != 1: raise ValueError(f"`policy_wt` has shape {tuple(policy_wt.shape)}; expected (b,)")
-    b = policy_wt.shape[0]
-    names = ["policy_ws", "policy_l", "ref_ws", "ref_wt", "ref_l", "len_ws", "len_wt", "len_l", "policy_ls", "ref_ls", "len_ls"]
-    loc = locals()
-    t = {n: _as_tensor(n, loc[n], policy_wt) for n in names}
-    t["policy_wt"] = policy_wt
-    for n in ("policy_ws", "policy_l"):
-        if t[n] is None: raise ValueError(f"`{n}` is required")
-    _check_shapes(t, b)
-    appendix_f = t["policy_ls"] is not None
-    need_ref = loss_type != "simpo"
-    req = (["ref_ws", "ref_wt", "ref_l"] + (["ref_ls"] if appendix_f else [])) if need_ref else []
-    if loss_type in ("ipo", "simpo") or nll_coef > 0: req += ["len_ws", "len_wt", "len_l"] + (["len_ls"] if appendix_f else [])
-    for n in req:
-        if t[n] is None: raise ValueError(f"loss_type={loss_type!r}{' with nll_coef > 0' if nll_coef > 0 else ''} needs `{n}`")
-    if need_ref and t["ref_ws"].shape != t["policy_ws"].shape:
-        raise ValueError(f"`ref_ws` has shape {tuple(t['ref_ws'].shape)} but `policy_ws` has {tuple(t['policy_ws'].shape)}")
-    if t["len_ws"] is not None and t["len_ws"].shape != t["policy_ws"].shape:
-        raise ValueError(f"`len_ws` has shape {tuple(t['len_ws'].shape)} but `policy_ws` has {tuple(t['policy_ws'].shape)}")
-    for n in ("len_ws", "len_wt", "len_l", "len_ls"):
-        if t[n] is not None and (t[n] <= 0).any(): raise ValueError(f"`{n}` must be positive token counts (an empty response?)")
+    policy = _responses("policy_logps", policy_logps)
+    for f in ResponseTensors._fields[:3]:
+        if getattr(policy, f) is None: raise ValueError(f"`policy_logps.{f}` is required")
+    wt = policy.target_chosen
+    if wt.dim() != 1: raise ValueError(f"`policy_logps.target_chosen` has shape {tuple(wt.shape)}; expected (b,)")
+    b = wt.shape[0]
+    given = {"policy_logps": policy, "ref_logps": _responses("ref_logps", ref_logps, wt), "lengths": _responses("lengths", lengths, wt)}
+    for name, r in given.items():
+        if r is not None: _check_shapes(name, r, b)
+    appendix_f = policy.source_rejected is not None
+    fields = ResponseTensors._fields[:4 if appendix_f else 3]
+    needed = (["ref_logps"] if loss_type != "simpo" else []) + (["lengths"] if loss_type in ("ipo", "simpo") or nll_coef > 0 else [])
+    why = f"loss_type={loss_type!r}{' with nll_coef > 0' if nll_coef > 0 else ''}"
+    for name in needed:
+        if given[name] is None: raise ValueError(f"{why} needs `{name}`")
+        for f in fields:
+            if getattr(given[name], f) is None: raise ValueError(f"{why} needs `{name}.{f}`")
+    for name, r in given.items():
+        if r is not None and not appendix_f and r.source_rejected is not None:
+            raise ValueError(f"`{name}.source_rejected` is given but `policy_logps.source_rejected` is not (Appendix F needs both)")
+        if r is not None and name != "policy_logps" and (name == "lengths" or name in needed) and r.source_chosen.shape != policy.source_chosen.shape:
+            raise ValueError(f"`{name}.source_chosen` has shape {tuple(r.source_chosen.shape)} but "
+                             f"`policy_logps.source_chosen` has {tuple(policy.source_chosen.shape)}")
+    ref, lens = given["ref_logps"], given["lengths"]
+    if lens is not None:
+        for f, n in zip(ResponseTensors._fields, lens):
+            if n is not None and (n <= 0).any(): raise ValueError(f"`lengths.{f}` must be positive token counts (an empty response?)")
 
-    def reward(kind):
-        pol, ref, ln = t[f"policy_{kind}"], t[f"ref_{kind}"], t[f"len_{kind}"]
-        if loss_type == "dpo": r = beta * (pol - ref)
-        elif loss_type == "ipo": r = (pol - ref) / ln
-        else: r = beta * pol / ln
+    def reward(f):
+        pol = getattr(policy, f)
+        if loss_type == "dpo": r = beta * (pol - getattr(ref, f))
+        elif loss_type == "ipo": r = (pol - getattr(ref, f)) / getattr(lens, f)
+        else: r = beta * pol / getattr(lens, f)
         return _mean_k(r)
 
-    alpha = alpha.to(policy_wt) if isinstance(alpha, Tensor) else alpha
-    r_ws, r_wt, r_l = reward("ws"), reward("wt"), reward("l")
-    r_neg_hybrid = reward("ls") if appendix_f else r_l
+    alpha = alpha.to(wt) if isinstance(alpha, Tensor) else alpha
+    r_ws, r_wt, r_l = reward("source_chosen"), reward("target_chosen"), reward("rejected")
+    r_neg_hybrid = reward("source_rejected") if appendix_f else r_l
     m_hybrid, m_on = r_ws - r_neg_hybrid, r_wt - r_l
     m = alpha * m_hybrid + (1 - alpha) * m_on
     if loss_type == "dpo":
@@ -147,44 +164,8 @@ def wrpo_loss(*,
         losses = -(1 - label_smoothing) * F.logsigmoid(m - gamma) - label_smoothing * F.logsigmoid(-(m - gamma))
     nll = torch.zeros_like(losses)
     if nll_coef > 0:
-        nll = alpha * _mean_k(-t["policy_ws"] / t["len_ws"]) + (1 - alpha) * (-t["policy_wt"] / t["len_wt"])
+        nll = alpha * _mean_k(-policy.source_chosen / lens.source_chosen) + (1 - alpha) * (-policy.target_chosen / lens.target_chosen)
         losses = losses + nll_coef * nll
     d = lambda x: x.detach()
     return WRPOLossOutput(losses, d(r_ws), d(r_wt), d(r_l), d(alpha * r_ws + (1 - alpha) * r_wt),
                           d(m_hybrid), d(m_on), d(m), d(nll))
-
-# %% ../nbs/01_losses.ipynb #2bbb0398
-def trl_dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta, loss_type="sigmoid", chosen_len=None, rejected_len=None):
-    "Per-batch mean loss of trl's `DPOTrainer._compute_loss` on given sequence log-probs (a test oracle)."
-    from collections import defaultdict
-    from trl import DPOTrainer
-    b = chosen.shape[0]
-    cl = chosen_len if chosen_len is not None else torch.ones(b, dtype=torch.long)
-    rl = rejected_len if rejected_len is not None else torch.ones(b, dtype=torch.long)
-    lens = torch.cat([cl, rl]).long()
-    T = int(lens.max()) + 1
-    cmask = torch.zeros(2 * b, T, dtype=torch.long)
-    for i, n in enumerate(lens.tolist()): cmask[i, 1:1 + n] = 1      # completion after a 1-token prompt
-    seq = torch.cat([chosen, rejected])
-    per_tok = cmask[:, 1:].to(seq.dtype) * (seq / lens.to(seq.dtype))[:, None]  # sums back to `seq`
-    class Model:
-        training = True
-        def __call__(self, **kw):
-            z = torch.zeros_like(per_tok)
-            return SimpleNamespace(log_probs=per_tok, entropy=z, mean_logits=z, is_top1=z.bool())
-    acc = SimpleNamespace(device=torch.device("cpu"), gather_for_metrics=lambda x: x, gather=lambda x: x)
-    self = SimpleNamespace(model=Model(), accelerator=acc, aux_loss_enabled=False, ld_alpha=None,
-        precompute_ref_logps=True, f_divergence_type="reverse_kl", loss_types=[loss_type], loss_weights=[1.0],
-        beta=beta, label_smoothing=0.0, use_weighting=False, _metrics={"train": defaultdict(list)},
-        _total_train_tokens=0, _tp_size=1)
-    inputs = dict(input_ids=torch.zeros(2 * b, T, dtype=torch.long), attention_mask=torch.ones(2 * b, T, dtype=torch.long),
-                  completion_mask=cmask, ref_chosen_logps=ref_chosen, ref_rejected_logps=ref_rejected)
-    return DPOTrainer._compute_loss(self, self.model, inputs, return_outputs=False)
-
-def trl_simpo_loss(chosen_avg, rejected_avg, beta, gamma, label_smoothing=0.0):
-    "Per-example SimPO losses from trl's `CPOTrainer.cpo_loss` on average log-probs (a test oracle)."
-    import os; os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from trl.experimental.cpo import CPOTrainer
-    self = SimpleNamespace(alpha=0.0, beta=beta, simpo_gamma=gamma, label_smoothing=label_smoothing, loss_type="simpo",
-                           accelerator=SimpleNamespace(device=torch.device("cpu")))
-    return CPOTrainer.cpo_loss(self, chosen_avg, rejected_avg)[0]

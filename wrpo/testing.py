@@ -1,4 +1,4 @@
-"""Tiny offline language models and a character tokenizer with a chat template, for tests and benchmarks (no downloads).
+"""Tiny offline tokenizers and language models, quadruple rows, test oracles for the losses and CPU trainer configs, for tests and benchmarks (no downloads; not used by the core).
 
 Docs: https://wrpo-dev.github.io/wrpo/testing.html.md"""
 
@@ -6,54 +6,84 @@ Docs: https://wrpo-dev.github.io/wrpo/testing.html.md"""
 
 # %% ../nbs/90_testing.ipynb #1577c295
 from __future__ import annotations
-import string
+import tempfile
+from collections import defaultdict
+from types import SimpleNamespace
 import torch
-from tokenizers import Tokenizer, Regex, models, pre_tokenizers, decoders
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, AutoConfig, AutoModelForCausalLM, GenerationConfig
 
 # %% auto #0
-__all__ = ['CHAT_TEMPLATE', 'SPECIALS', 'PAPER_MINI_KEYS', 'char_tokenizer', 'tiny_lm', 'toy_quadruples', 'tiny_tokenizer',
-           'tiny_causal_lm', 'ultrafeedback_rows', 'alpaca_eval_rows', 'paper_mini', 'config_diff']
+__all__ = ['TOKENIZER_KINDS', 'ARCHITECTURES', 'PAPER_MINI_KEYS', 'tiny_tokenizer', 'tiny_lm', 'toy_quadruples',
+           'ultrafeedback_rows', 'alpaca_eval_rows', 'paper_mini', 'config_diff', 'trl_dpo_loss', 'trl_simpo_loss',
+           'cpu_args']
 
 # %% ../nbs/90_testing.ipynb #aae34146
-CHAT_TEMPLATE = ("{% for m in messages %}"
-                 "{% if m['role'] == 'system' %}<|system|>{{ m['content'] }}<eos>"
-                 "{% elif m['role'] == 'user' %}<|user|>{{ m['content'] }}<eos>"
-                 "{% elif m['role'] == 'assistant' %}<|assistant|>{{ m['content'] }}<eos>{% endif %}"
-                 "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
-SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>"]
+_CORPUS = ("the quick brown fox jumps over the lazy dog . sort these numbers : 3 1 2 . reverse the word hello . "
+           "what is 12 plus 30 ? the answer is 42 . please count the letters in banana . yes no maybe").split(" . ")
+TOKENIZER_KINDS = ("char", "bpe")
 
-def char_tokenizer(chars:str=string.printable[:95])->PreTrainedTokenizerFast:
-    "A character-level tokenizer with special tokens, left padding and a chat template."
-    vocab = {t: i for i, t in enumerate(SPECIALS)}
-    for c in chars: vocab.setdefault(c, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
-                                   unk_token="<unk>", additional_special_tokens=SPECIALS[4:], padding_side="left")
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+def tiny_tokenizer(kind:str="char", # "char" (one token per character) or "bpe" (byte-level BPE trained on a tiny corpus)
+                  )->PreTrainedTokenizerFast:
+    "A small offline tokenizer with special tokens, left padding and a chat template."
+    if kind == "char":
+        specials = ["<pad>", "<bos>", "<eos>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>"]
+        vocab = {t: i for i, t in enumerate(specials + [chr(c) for c in range(32, 127)] + ["\n"])}
+        tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+        tk.decoder = decoders.Fuse()
+        template = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+                    "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+        names = dict(pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>")
+    elif kind == "bpe":
+        specials = ["[PAD]", "<s>", "</s>", "[USER]", "[ASSISTANT]", "[SYSTEM]"]
+        tk = Tokenizer(models.BPE())
+        tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                     pre_tokenizers.ByteLevel(add_prefix_space=False)])
+        tk.decoder = decoders.ByteLevel()
+        tk.train_from_iterator(_CORPUS * 4, trainers.BpeTrainer(
+            vocab_size=320, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+        template = ("<s>{% for m in messages %}[{{ m['role'] | upper }}]{{ m['content'] }}</s>{% endfor %}"
+                    "{% if add_generation_prompt %}[ASSISTANT]{% endif %}")
+        names = dict(pad_token="[PAD]", bos_token="<s>", eos_token="</s>")
+    else: raise ValueError(f"tiny_tokenizer: kind must be one of {TOKENIZER_KINDS}, got {kind!r}")
+    tk.add_special_tokens(specials)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, padding_side="left", chat_template=template, **names)
 
 # %% ../nbs/90_testing.ipynb #31f8ea90
-def tiny_lm(tokenizer, arch:str="llama", d:int=64, layers:int=2, heads:int=4, seed:int=0, max_pos:int=256):
-    "A randomly initialised tiny causal LM of architecture `arch` ('llama', 'gpt2', 'qwen2', 'mistral')."
+ARCHITECTURES = ("llama", "qwen2", "mistral", "gpt2")
+
+def tiny_lm(tokenizer:PreTrainedTokenizerFast, # its vocabulary and special tokens size and label the model
+            arch:str="llama",    # one of `ARCHITECTURES`
+            d:int=64,            # hidden size
+            layers:int=2,        # transformer blocks
+            heads:int=4,         # attention heads
+            kv_heads:int|None=None, # key/value heads (grouped-query attention when fewer than `heads`; not for "gpt2"); None: `heads`
+            seed:int=0,          # torch seed of the random initialisation
+            max_pos:int=256,     # longest sequence (position embeddings)
+            path=None,           # if given, save the model and the tokenizer there as a local checkpoint
+           )->AutoModelForCausalLM:
+    "A randomly initialised tiny causal LM of architecture `arch`, in eval mode (as `from_pretrained` returns it)."
+    if isinstance(tokenizer, str): raise TypeError(f"tiny_lm: the first argument is the tokenizer, got {tokenizer!r} (arch goes second)")
+    if arch not in ARCHITECTURES: raise ValueError(f"tiny_lm: arch must be one of {ARCHITECTURES}, got {arch!r}")
     common = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                   eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
     if arch == "gpt2":
         cfg = AutoConfig.for_model("gpt2", n_embd=d, n_layer=layers, n_head=heads, n_positions=max_pos,
                                    resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
     else:
-        cfg = AutoConfig.for_model(arch, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=layers,
-                                   num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_pos, **common)
+        cfg = AutoConfig.for_model(arch, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=layers, num_attention_heads=heads,
+                                   num_key_value_heads=kv_heads or heads, max_position_embeddings=max_pos, **common)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     model.generation_config = GenerationConfig(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                                                bos_token_id=tokenizer.bos_token_id)
-    return model
+    if path is not None: model.save_pretrained(path); tokenizer.save_pretrained(path)
+    return model.eval()
 
 # %% ../nbs/90_testing.ipynb #7160ca94
-def toy_quadruples(n:int=16, seed:int=0)->list:
+def toy_quadruples(n:int=16, # rows
+                   seed:int=0, # seed of the random operands
+                  )->list:
     "`n` chat-format WRPO quadruples for 2-digit addition (y_ws correct, y_wt near miss, y_l wrong)."
     g = torch.Generator().manual_seed(seed)
     rows = []
@@ -64,51 +94,6 @@ def toy_quadruples(n:int=16, seed:int=0)->list:
                          target_chosen=msg(str(a + b + 1)), rejected=msg(str(a * 3 % 97)),
                          source_id=f"src{i % 3}", score_source_chosen=1.0, score_target_chosen=0.6, score_rejected=0.1))
     return rows
-
-# %% ../nbs/90_testing.ipynb #74a9be61
-_CORPUS = ("the quick brown fox jumps over the lazy dog . sort these numbers : 3 1 2 . reverse the word hello . "
-           "what is 12 plus 30 ? the answer is 42 . please count the letters in banana . yes no maybe").split(" . ")
-
-def tiny_tokenizer(kind: str = "char"):
-    "A small offline `PreTrainedTokenizerFast` with a chat template: 'char' (character level) or 'bpe' (byte-level BPE)"
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    if kind == "char":
-        sp = ["<pad>", "<bos>", "<eos>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>"]
-        vocab = {t: i for i, t in enumerate(sp + [chr(c) for c in range(32, 127)] + ["\n"])}
-        tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-        tk.decoder = decoders.Fuse()
-        tmpl = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
-                "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-        names = dict(pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>")
-    elif kind == "bpe":
-        sp = ["[PAD]", "<s>", "</s>", "[USER]", "[ASSISTANT]", "[SYSTEM]"]
-        tk = Tokenizer(models.BPE())
-        tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                     pre_tokenizers.ByteLevel(add_prefix_space=False)])
-        tk.decoder = decoders.ByteLevel()
-        tk.train_from_iterator(_CORPUS * 4, trainers.BpeTrainer(
-            vocab_size=320, special_tokens=sp, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-        tmpl = ("<s>{% for m in messages %}[{{ m['role'] | upper }}]{{ m['content'] }}</s>{% endfor %}"
-                "{% if add_generation_prompt %}[ASSISTANT]{% endif %}")
-        names = dict(pad_token="[PAD]", bos_token="<s>", eos_token="</s>")
-    else: raise ValueError(f"tiny_tokenizer: kind must be 'char' or 'bpe', got {kind!r}")
-    tk.add_special_tokens(sp)
-    return PreTrainedTokenizerFast(tokenizer_object=tk, padding_side="left", chat_template=tmpl, **names)
-
-def tiny_causal_lm(arch: str, tokenizer, seed: int = 0, d: int = 32, layers: int = 2, path=None):
-    "A randomly initialised tiny 'gpt2' or 'llama' causal LM for `tokenizer`; saved with the tokenizer to `path` if given"
-    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(seed)
-    if arch == "gpt2": m = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=d, n_layer=layers, n_head=2, **ids))
-    elif arch == "llama":
-        m = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=d, intermediate_size=2 * d, num_hidden_layers=layers,
-                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, **ids))
-    else: raise ValueError(f"tiny_causal_lm: arch must be 'gpt2' or 'llama', got {arch!r}")
-    m.generation_config = GenerationConfig(**ids)
-    if path is not None: m.save_pretrained(path); tokenizer.save_pretrained(path)
-    return m.eval()
 
 # %% ../nbs/90_testing.ipynb #752716ef
 import copy, json
@@ -130,8 +115,7 @@ class TinyArmoStyleRM(LlamaForSequenceClassification):
 '''
 
 def _save_lm(path, tokenizer, arch, seed, d=32):
-    m = tiny_lm(tokenizer, arch, d=d, layers=2, heads=4, seed=seed, max_pos=1024)
-    m.save_pretrained(path); tokenizer.save_pretrained(path)
+    tiny_lm(tokenizer, arch, d=d, layers=2, heads=4, seed=seed, max_pos=1024, path=path)
     return str(path)
 
 def _armo_style_rm(path, tokenizer, seed=0):
@@ -154,7 +138,9 @@ _TOPICS = ["a haiku about the sea", "three uses of a paperclip", "why the sky is
            "the rules of chess in brief", "how to boil an egg", "a name for a grey cat", "the capital of France and why",
            "a tip for learning to code", "two rhymes for orange", "what a prime number is", "how plants drink water"]
 
-def ultrafeedback_rows(n:int, seed:int=0)->list:
+def ultrafeedback_rows(n:int, # rows
+                       seed:int=0, # seed of the scores
+                      )->list:
     "`n` rows in the exact schema of HuggingFaceH4/ultrafeedback_binarized (prompt, prompt_id, chosen, rejected, messages, scores)"
     import hashlib, random
     rng, rows = random.Random(seed), []
@@ -166,7 +152,8 @@ def ultrafeedback_rows(n:int, seed:int=0)->list:
                          messages=conv(good), score_chosen=float(rng.randint(6, 10)), score_rejected=float(rng.randint(1, 5))))
     return rows
 
-def alpaca_eval_rows(n:int)->list:
+def alpaca_eval_rows(n:int, # rows
+                    )->list:
     "`n` rows in the exact schema of AlpacaEval's evaluation set (instruction, output, generator, dataset)"
     return [dict(instruction=f"Explain {_TOPICS[(i * 5) % len(_TOPICS)]} to a child.", output="(reference answer)",
                  generator="gpt4_1106_preview", dataset=("helpful_base", "koala", "oasst")[i % 3]) for i in range(n)]
@@ -182,14 +169,17 @@ PAPER_MINI_KEYS = {  # the only config keys in which paper-mini may differ from 
     "engine": {"target.backend"},   # vLLM -> transformers: the vllm backend is tested against the real engine in tests/test_vllm.py
 }
 
-def paper_mini(root, n_prompts:int=36, n_eval:int=6)->dict:
+def paper_mini(root,            # folder that receives the checkpoints, the reward model and the data sets
+               n_prompts:int=36, # UltraFeedback-schema prompt rows
+               n_eval:int=6,     # AlpacaEval-schema evaluation rows
+              )->dict:
     "configs/paper.yaml with tiny local models and data in the public schemas: the paper's stages, on a CPU, as a config dict"
     import yaml
     from datasets import Dataset, DatasetDict
     root = Path(root); root.mkdir(parents=True, exist_ok=True)
     from importlib.resources import files
     paper = yaml.safe_load((files("wrpo.configs") / "paper.yaml").read_text())   # the shipped paper config, whatever the install
-    char, bpe = char_tokenizer(), tiny_tokenizer("bpe")
+    char, bpe = tiny_tokenizer("char"), tiny_tokenizer("bpe")
     models = dict(src_llama=_save_lm(root / "src_llama", char, "llama", 1), src_gpt2=_save_lm(root / "src_gpt2", bpe, "gpt2", 2),
                   src_qwen2=_save_lm(root / "src_qwen2", char, "qwen2", 3), target=_save_lm(root / "target", char, "mistral", 4))
     rm = _armo_style_rm(root / "reward", char)
@@ -213,8 +203,69 @@ def paper_mini(root, n_prompts:int=36, n_eval:int=6)->dict:
     cfg["eval"].update(max_new_tokens=16, batch_size=8, logp_batch_size=8)
     return cfg
 
-def config_diff(a, b, pre="")->list:
+def config_diff(a,          # a nested dict (a config), or a leaf value
+                b,          # the other one
+                prefix="",  # dotted path of `a` and `b` inside the top-level dicts (for the recursion)
+               )->list:
     "Dotted keys where nested dicts `a` and `b` differ (a list of different length, or any list of dicts, counts as one key)"
     if isinstance(a, dict) and isinstance(b, dict):
-        return [k for key in sorted(set(a) | set(b)) for k in config_diff(a.get(key), b.get(key), f"{pre}{key}.")]
-    return [] if a == b else [pre.rstrip(".")]
+        return [k for key in sorted(set(a) | set(b)) for k in config_diff(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+# %% ../nbs/90_testing.ipynb #8fa8a829
+def trl_dpo_loss(chosen_logps:torch.Tensor,       # policy log-prob of each chosen response, summed over tokens, shape (b,)
+                 rejected_logps:torch.Tensor,     # policy log-prob of each rejected response, shape (b,)
+                 ref_chosen_logps:torch.Tensor,   # reference log-prob of each chosen response, shape (b,)
+                 ref_rejected_logps:torch.Tensor, # reference log-prob of each rejected response, shape (b,)
+                 beta:float,                      # trl's `beta` (IPO: its tau)
+                 loss_type:str="sigmoid",         # trl's loss type: "sigmoid" (DPO) or "ipo"
+                 chosen_lengths:torch.Tensor|None=None,   # completion token counts of the chosen responses (IPO); None: 1 each
+                 rejected_lengths:torch.Tensor|None=None, # completion token counts of the rejected responses
+                )->torch.Tensor:
+    "Batch-mean loss of trl's `DPOTrainer._compute_loss` on given sequence log-probs (a test oracle)."
+    from trl import DPOTrainer
+    b = chosen_logps.shape[0]
+    ones = torch.ones(b, dtype=torch.long)
+    lens = torch.cat([ones if chosen_lengths is None else chosen_lengths, ones if rejected_lengths is None else rejected_lengths]).long()
+    T = int(lens.max()) + 1
+    cmask = torch.zeros(2 * b, T, dtype=torch.long)
+    for i, n in enumerate(lens.tolist()): cmask[i, 1:1 + n] = 1      # completion after a 1-token prompt
+    seq = torch.cat([chosen_logps, rejected_logps])
+    per_tok = cmask[:, 1:].to(seq.dtype) * (seq / lens.to(seq.dtype))[:, None]  # sums back to `seq`
+    class Model:
+        training = True
+        def __call__(self, **kw):
+            z = torch.zeros_like(per_tok)
+            return SimpleNamespace(log_probs=per_tok, entropy=z, mean_logits=z, is_top1=z.bool())
+    acc = SimpleNamespace(device=torch.device("cpu"), gather_for_metrics=lambda x: x, gather=lambda x: x)
+    trainer = SimpleNamespace(model=Model(), accelerator=acc, aux_loss_enabled=False, ld_alpha=None,
+        precompute_ref_logps=True, f_divergence_type="reverse_kl", loss_types=[loss_type], loss_weights=[1.0],
+        beta=beta, label_smoothing=0.0, use_weighting=False, _metrics={"train": defaultdict(list)},
+        _total_train_tokens=0, _tp_size=1)
+    inputs = dict(input_ids=torch.zeros(2 * b, T, dtype=torch.long), attention_mask=torch.ones(2 * b, T, dtype=torch.long),
+                  completion_mask=cmask, ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
+    return DPOTrainer._compute_loss(trainer, trainer.model, inputs, return_outputs=False)
+
+def trl_simpo_loss(chosen_avg_logps:torch.Tensor,   # policy log-prob per token of each chosen response, shape (b,)
+                   rejected_avg_logps:torch.Tensor, # policy log-prob per token of each rejected response, shape (b,)
+                   beta:float,                      # SimPO's reward scale
+                   gamma:float,                     # SimPO's target reward margin
+                   label_smoothing:float=0.0,       # label smoothing in [0, 0.5)
+                  )->torch.Tensor:
+    "Per-example SimPO losses from trl's `CPOTrainer.cpo_loss` (a test oracle)."
+    import os; os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.cpo import CPOTrainer
+    trainer = SimpleNamespace(alpha=0.0, beta=beta, simpo_gamma=gamma, label_smoothing=label_smoothing, loss_type="simpo",
+                              accelerator=SimpleNamespace(device=torch.device("cpu")))
+    return CPOTrainer.cpo_loss(trainer, chosen_avg_logps, rejected_avg_logps)[0]
+
+# %% ../nbs/90_testing.ipynb #cb04eb78
+def cpu_args(config_class=None, # a `TrainingArguments` subclass such as trl's `DPOConfig`; None: `wrpo.trainer.WRPOConfig`
+             **overrides,       # its arguments, over the CPU defaults (e.g. `output_dir`, `max_steps`, `alpha`)
+            ):
+    "A quiet CPU-friendly trainer config of `config_class` for tests, benchmarks and small CPU runs."
+    if config_class is None: from wrpo.trainer import WRPOConfig as config_class
+    kw = dict(output_dir=tempfile.mkdtemp(prefix="wrpo-"), per_device_train_batch_size=4, learning_rate=1e-3,
+              max_steps=3, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, bf16=False,
+              gradient_checkpointing=False, seed=0, disable_tqdm=True, dataloader_num_workers=0, lr_scheduler_type="constant")
+    return config_class(**{**kw, **overrides})

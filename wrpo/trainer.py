@@ -6,7 +6,7 @@ Docs: https://wrpo-dev.github.io/wrpo/trainer.html.md"""
 
 # %% ../nbs/06_trainer.ipynb #a2f5010a
 from __future__ import annotations
-import contextlib, copy, os, tempfile, warnings
+import contextlib, copy, math, os, warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,13 +27,13 @@ from trl.trainer.utils import global_then_local_main_first, pad, use_adapter
 
 from .config import device_defaults
 from .data import RESPONSE_FIELDS, validate_quadruples
-from .losses import LOSS_TYPES, SCHEDULES, alpha_at, wrpo_loss
+from .losses import ALPHA_CONVENTIONS, LOSS_TYPES, SCHEDULES, ResponseTensors, alpha_at, wrpo_loss
 
 logger = logging.get_logger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'REF_COLUMNS', 'ID_COLUMNS', 'WRPOConfig', 'DataCollatorForWRPO', 'pack_responses', 'WRPOTrainer',
-           'cpu_args', 'sft_train']
+           'sft_train']
 
 # %% ../nbs/06_trainer.ipynb #feca34fe
 @dataclass
@@ -42,6 +42,7 @@ class WRPOConfig(DPOConfig):
     loss_type: str = field(default="dpo", metadata={"help": f"WRPO flavour, one of {LOSS_TYPES}"})
     alpha: float = field(default=0.1, metadata={"help": "target fusion coefficient in [0, 1]"})
     alpha_schedule: str = field(default="dynamic", metadata={"help": f"one of {SCHEDULES}"})
+    alpha_convention: str = field(default="reach_target", metadata={"help": f"one of {ALPHA_CONVENTIONS}: 'reach_target' (the last step uses `alpha`) or 'authors' (the authors' code: alpha * step / N, N from epochs and dataloader length)"})
     tau: float = field(default=0.01, metadata={"help": "IPO regularisation (flavour 'ipo')"})
     simpo_gamma: float = field(default=0.0, metadata={"help": "SimPO target margin (flavour 'simpo')"})
     nll_coef: float = field(default=0.0, metadata={"help": "weight of the alpha-weighted NLL term on y_ws and y_wt"})
@@ -55,6 +56,8 @@ class WRPOConfig(DPOConfig):
         if self.loss_type not in LOSS_TYPES: raise ValueError(f"`loss_type` must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         if not 0.0 <= self.alpha <= 1.0: raise ValueError(f"`alpha` must lie in [0, 1], got {self.alpha}")
         if self.alpha_schedule not in SCHEDULES: raise ValueError(f"`alpha_schedule` must be one of {SCHEDULES}, got {self.alpha_schedule!r}")
+        if self.alpha_convention not in ALPHA_CONVENTIONS:
+            raise ValueError(f"`alpha_convention` must be one of {ALPHA_CONVENTIONS}, got {self.alpha_convention!r}")
         if self.loss_type == "ipo" and not self.tau > 0: raise ValueError(f"IPO needs `tau` > 0, got {self.tau}")
         if self.nll_coef < 0: raise ValueError(f"`nll_coef` must be >= 0, got {self.nll_coef}")
         cuda = torch.cuda.is_available()
@@ -77,12 +80,13 @@ ID_COLUMNS = tuple(f"{f}_ids" for f in RESPONSE_FIELDS)
 @dataclass
 class DataCollatorForWRPO(DataCollatorMixin):
     "Pads prompt+completion for y_ws, y_wt, y_l into one (3b, T) batch with a completion mask."
-    pad_token_id: int
-    max_length: int | None = None
-    pad_to_multiple_of: int | None = None
-    return_tensors: str = "pt"
+    pad_token_id: int                     # token that pads the rows on the right
+    max_length: int | None = None         # cut each prompt+completion row to this many tokens (None: no cut)
+    pad_to_multiple_of: int | None = None # pad the row length up to a multiple of this
+    return_tensors: str = "pt"            # only "pt" (PyTorch) is supported
 
-    def torch_call(self, examples:list[dict[str, Any]])->dict[str, Any]:
+    def torch_call(self, examples:list[dict[str, Any]], # rows with `prompt_ids` and the three completions' ids (+ optional reference log-probs)
+                  )->dict[str, Any]:
         ids, masks = [], []
         for col in ID_COLUMNS:
             for ex in examples:
@@ -176,8 +180,16 @@ class WRPOTrainer(DPOTrainer):
     _tag_names = ["trl", "wrpo"]
     _name = "WRPO"
 
-    def __init__(self, model, ref_model=None, args:WRPOConfig|None=None, data_collator=None, train_dataset=None,
-                 eval_dataset=None, processing_class=None, peft_config=None, **kwargs):
+    def __init__(self, model,        # the policy: a model, or a model id / path that trl loads
+                 ref_model=None,      # the reference; None: a frozen copy, the adapter-free base (PEFT), or a precompute pass
+                 args:WRPOConfig|None=None, # the training configuration (required)
+                 data_collator=None,  # None: `DataCollatorForWRPO` with the tokenizer's pad token
+                 train_dataset=None,  # quadruples (prompt, source_chosen, target_chosen, rejected), raw or tokenized
+                 eval_dataset=None,   # quadruples to evaluate on
+                 processing_class=None, # the tokenizer (or processor)
+                 peft_config=None,    # a peft config to train adapters instead of the full model
+                 **kwargs,            # passed to trl's `DPOTrainer`
+                ):
         if args is None: raise ValueError("pass `args=WRPOConfig(...)`")
         if not isinstance(args, WRPOConfig): raise TypeError(f"`args` must be a WRPOConfig, got {type(args).__name__}")
         self._simpo = args.loss_type == "simpo"
@@ -341,10 +353,29 @@ class WRPOTrainer(DPOTrainer):
         return concatenate_datasets([dataset, Dataset.from_file(cache_file)], axis=1)
 
     # ---- the schedule -------------------------------------------------------------------------------------
+    def get_train_dataloader(self)->DataLoader:
+        "transformers' training dataloader; its length (batches per process) is kept for the authors' alpha convention."
+        loader = super().get_train_dataloader()
+        try: self._train_batches_per_process = len(loader)
+        except TypeError: self._train_batches_per_process = None   # an IterableDataset has no length
+        return loader
+
+    def authors_total_steps(self)->int:
+        "The authors' step count N = ceil(epochs * floor(batches per process / gradient accumulation)), see `01_losses`."
+        n = getattr(self, "_train_batches_per_process", None)
+        if n is None: raise ValueError("alpha_convention='authors' needs a training dataloader with a length (not an IterableDataset)")
+        N = math.ceil(self.args.num_train_epochs * (n // self.args.gradient_accumulation_steps))
+        if N < 1: raise ValueError(f"alpha_convention='authors': N = ceil({self.args.num_train_epochs} epochs * floor({n} batches / "
+                                   f"{self.args.gradient_accumulation_steps} accumulation steps)) = 0 (the authors' code divides by it)")
+        return N
+
     def current_alpha(self)->float:
         "Fusion coefficient at the current optimiser step (restored with `global_step` on resume)."
+        a = self.args
+        if a.alpha_convention == "authors" and a.alpha_schedule == "dynamic":
+            return alpha_at(self.state.global_step, self.authors_total_steps(), a.alpha, a.alpha_schedule, "authors")
         total = self.state.max_steps if self.state.max_steps and self.state.max_steps > 0 else 1
-        return alpha_at(min(self.state.global_step, total - 1), total, self.args.alpha, self.args.alpha_schedule)
+        return alpha_at(min(self.state.global_step, total - 1), total, a.alpha, a.alpha_schedule)
 
     # ---- the loss -------------------------------------------------------------------------------------------
     def _compute_loss(self, model, inputs, return_outputs):
@@ -375,9 +406,10 @@ class WRPOTrainer(DPOTrainer):
             ref = torch.zeros(3 * b, dtype=logps.dtype, device=ids.device).index_put((rows(have),), r.to(logps.dtype))
             r_ws, r_wt, r_l = ref.chunk(3)
 
-        out = wrpo_loss(policy_ws=p_ws, policy_wt=p_wt, policy_l=p_l, ref_ws=r_ws, ref_wt=r_wt, ref_l=r_l, alpha=a,
-                        beta=self.args.beta, loss_type=self.args.loss_type, tau=self.args.tau, gamma=self.args.simpo_gamma,
-                        label_smoothing=self.args.label_smoothing, len_ws=l_ws, len_wt=l_wt, len_l=l_l, nll_coef=self.args.nll_coef)
+        out = wrpo_loss(ResponseTensors(p_ws, p_wt, p_l), None if self._simpo else ResponseTensors(r_ws, r_wt, r_l),
+                        ResponseTensors(l_ws, l_wt, l_l), alpha=a, beta=self.args.beta, loss_type=self.args.loss_type,
+                        tau=self.args.tau, gamma=self.args.simpo_gamma, label_smoothing=self.args.label_smoothing,
+                        nll_coef=self.args.nll_coef)
         loss = out.losses.mean()
         self._log_wrpo_metrics(mode, a, out, logps.detach(), lens, have, outputs)
         if return_outputs:
@@ -409,17 +441,14 @@ class WRPOTrainer(DPOTrainer):
             n = self.accelerator.gather_for_metrics(mask.sum()).sum()
             m["entropy"].append((tot / n).item() if n > 0 else 0.0)
 
-# %% ../nbs/06_trainer.ipynb #5d26d0ec
-def cpu_args(cls=WRPOConfig, out_dir=None, **kw):
-    "A quiet CPU-friendly config of `cls` for tests and small CPU runs."
-    d = dict(output_dir=out_dir or tempfile.mkdtemp(prefix="wrpo-"), per_device_train_batch_size=4, learning_rate=1e-3,
-             max_steps=3, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, bf16=False,
-             gradient_checkpointing=False, seed=0, disable_tqdm=True, dataloader_num_workers=0, lr_scheduler_type="constant")
-    d.update(kw)
-    return cls(**d)
-
 # %% ../nbs/06_trainer.ipynb #19669d99
-def sft_train(model, tokenizer, train_dataset:Dataset, output_dir:str|None=None, args:SFTConfig|None=None, **config_kw):
+def sft_train(model,                  # the model to fine-tune (in place)
+              tokenizer,              # its tokenizer (with a chat template for message rows)
+              train_dataset:Dataset,  # SFT rows (`prompt`, `completion`) or quadruples (their `source_chosen` is the completion)
+              output_dir:str|None=None, # where trl writes (needed when `args` is None)
+              args:SFTConfig|None=None, # a complete trl `SFTConfig`; None: the paper's settings updated by `config_kw`
+              **config_kw,            # `SFTConfig` arguments over the paper's settings
+             ):
     "Supervised fine-tuning on (prompt, y_ws) with trl's SFTTrainer (`args`, or the paper's settings updated by `config_kw`); returns the trainer."
     ds = train_dataset
     if "completion" not in ds.column_names:
