@@ -12,10 +12,11 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['BACKENDS', 'REWARD_KINDS', 'TIE_POLICIES', 'SFT_DEFAULTS', 'COMMON_DEFAULTS', 'PROVIDED', 'ConfigError', 'ModelSpec',
-           'RewardSpec', 'BuildSpec', 'RowsSpec', 'ProviderSpec', 'PipelineSpec', 'LauncherSpec', 'TrainSpec',
-           'EvalSpec', 'Config', 'validate_config', 'device_defaults', 'sft_kwargs', 'variant_kwargs', 'check_train',
-           'apply_overrides', 'config_from_dict', 'load_config', 'config_to_dict', 'save_config', 'config_changes']
+__all__ = ['BACKENDS', 'REWARD_KINDS', 'TIE_POLICIES', 'SFT_DEFAULTS', 'COMMON_DEFAULTS', 'BENCHMARK_NAMES', 'PROVIDED',
+           'ConfigError', 'ModelSpec', 'RewardSpec', 'BuildSpec', 'RowsSpec', 'ProviderSpec', 'PipelineSpec',
+           'LauncherSpec', 'TrainSpec', 'EvalSpec', 'BenchmarksSpec', 'Config', 'validate_config', 'device_defaults',
+           'sft_kwargs', 'variant_kwargs', 'check_train', 'apply_overrides', 'config_from_dict', 'load_config',
+           'config_to_dict', 'save_config', 'config_changes']
 
 # %% ../nbs/00_config.ipynb #d766cc81
 BACKENDS = ("transformers", "vllm", "openai")
@@ -148,6 +149,22 @@ class EvalSpec:
     logp_batch_size: int = 8  # sequences per forward for the log-prob statistics
     extra: dict = field(default_factory=dict)  # backend constructor arguments (e.g. vLLM's max_model_len)
 
+BENCHMARK_NAMES = ("alpaca_eval", "arena_hard", "mt_bench")
+
+@dataclass
+class BenchmarksSpec:
+    "AlpacaEval 2, Arena-Hard and MT-Bench as the paper reports them (`wrpo eval`): official formats, an OpenAI-compatible judge"
+    names: list = field(default_factory=lambda: list(BENCHMARK_NAMES))  # any of BENCHMARK_NAMES
+    data_dir: str | None = None  # the benchmarks' files in the official layout (<data_dir>/<name>/...); None: fetched once, cached
+    models: list = field(default_factory=lambda: ["target_sft", "variants"])  # as eval.models
+    judge: ModelSpec | None = None  # an OpenAI-compatible judge (backend openai); model "": each benchmark's published judge; None: answers only
+    judge_logprobs: bool = True  # AlpacaEval: ask for log-probabilities (the official soft preference); False: textual verdicts
+    n_questions: int | None = None  # only the first n questions of each benchmark (a smoke run); None: all
+    max_new_tokens: int | None = None  # None: each benchmark's own answer budget
+    lc_table: str | None = None  # AlpacaEval's df_gamed.csv; None: <data_dir>/alpaca_eval/df_gamed.csv if there, else fetched
+    bootstrap_rounds: int = 100  # Arena-Hard's bootstrap resamples for the 95% interval
+    seed: int = 0  # answer sampling (MT-Bench's sampled categories) and the bootstrap
+
 @dataclass
 class Config:
     "A whole run, every section typed"
@@ -158,6 +175,7 @@ class Config:
     pipeline: PipelineSpec = field(default_factory=PipelineSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
+    benchmarks: BenchmarksSpec = field(default_factory=BenchmarksSpec)
     name: str = "wrpo"  # run name
     run_dir: str | None = None  # the run directory (`wrpo build` writes under its build/); None -> runs/<name>
 
@@ -167,7 +185,8 @@ class Config:
         "The run directory: `out` when given, else `run_dir`, else runs/<name> (relative to the working directory)."
         return Path(out or self.run_dir or f"runs/{self.name}")
 
-_NESTED = {c.__name__: c for c in (RowsSpec, ProviderSpec, LauncherSpec, PipelineSpec, TrainSpec, EvalSpec, ModelSpec, RewardSpec, BuildSpec)}
+_NESTED = {c.__name__: c for c in (RowsSpec, ProviderSpec, LauncherSpec, PipelineSpec, TrainSpec, EvalSpec, BenchmarksSpec, ModelSpec,
+                                    RewardSpec, BuildSpec)}
 
 # %% ../nbs/00_config.ipynb #88eebec3
 def _allowed(tp):
@@ -271,6 +290,16 @@ def validate_config(cfg:Config, # the configuration to check (returned unchanged
     for k in ("max_new_tokens", "batch_size", "logp_batch_size"):
         if getattr(e, k) < 1: raise ConfigError(f"eval.{k}: must be >= 1, got {getattr(e, k)}")
     if e.temperature < 0: raise ConfigError(f"eval.temperature: must be >= 0, got {e.temperature}")
+    bs = cfg.benchmarks
+    bad = [n for n in bs.names if n not in BENCHMARK_NAMES]
+    if bad: raise ConfigError(f"benchmarks.names: unknown {bad}; known: {list(BENCHMARK_NAMES)}")
+    bad = [m for m in bs.models if m not in ("sources", "target", "target_sft", "variants")]
+    if bad: raise ConfigError(f"benchmarks.models: unknown entries {bad}; allowed: sources, target, target_sft, variants")
+    if bs.judge is not None:
+        if bs.judge.backend != "openai": raise ConfigError("benchmarks.judge.backend: the judge is an OpenAI-compatible endpoint, backend 'openai'")
+        _check_model(bs.judge, "benchmarks.judge")
+    for k in ("n_questions", "max_new_tokens", "bootstrap_rounds"):
+        if getattr(bs, k) is not None and getattr(bs, k) < 1: raise ConfigError(f"benchmarks.{k}: must be >= 1, got {getattr(bs, k)}")
     if deep: check_train(cfg)
     return cfg
 
@@ -411,7 +440,7 @@ def config_from_dict(d:dict, # the config as a plain dict (top-level keys: the f
         sources=[_from_dict(ModelSpec, s, f"sources[{i}]") for i, s in enumerate(srcs)],
         target=None if d.get("target") is None else _from_dict(ModelSpec, d["target"], "target"),
         reward=sec(RewardSpec, "reward"), build=sec(BuildSpec, "build"), pipeline=sec(PipelineSpec, "pipeline"),
-        train=sec(TrainSpec, "train"), eval=sec(EvalSpec, "eval"))
+        train=sec(TrainSpec, "train"), eval=sec(EvalSpec, "eval"), benchmarks=sec(BenchmarksSpec, "benchmarks"))
     if "name" in d: cfg.name = str(d["name"])
     if d.get("run_dir") is not None: cfg.run_dir = str(d["run_dir"])
     return validate_config(cfg, deep)
