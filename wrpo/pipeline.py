@@ -21,8 +21,8 @@ from .files import atomic_dir, atomic_write_json, atomic_write_text, move_into_p
 # %% auto #0
 __all__ = ['LOCK_ENV', 'import_object', 'load_rows', 'eval_prompts', 'resolve_models', 'default_device', 'load_lm',
            'accelerate_config_path', 'launch_command', 'RunLocked', 'run_lock', 'StaleRun', 'fingerprint', 'Stages',
-           'config_path', 'Run', 'checkpoint_problem', 'last_checkpoint', 'training_log', 'hardware_kwargs',
-           'sft_stage', 'train_variant', 'validate_run']
+           'config_path', 'Run', 'external_model_spec', 'checkpoint_problem', 'last_checkpoint', 'training_log',
+           'hardware_kwargs', 'sft_stage', 'train_variant', 'validate_run']
 
 # %% ../nbs/10_pipeline.ipynb #f67a0c4b
 def import_object(path:str, # 'module:attr', e.g. 'wrpo.testing:paper_mini' (attr may be dotted)
@@ -366,9 +366,11 @@ def scorer(self:Run):
     return load_scorer(self.resolved.reward)
 
 @patch
-def model_paths(self:Run)->dict:
-    "Every model the evaluation compares: sources, target, Target-SFT and the trained variants."
-    want, paths, r = self.cfg.eval.models, {}, self.resolved
+def model_paths(self:Run,
+                want:list|None=None, # any of "sources", "target", "target_sft", "variants"; None: `eval.models`
+               )->dict:
+    "Every model the evaluation compares (name -> path): sources, target, Target-SFT and the trained variants."
+    want, paths, r = self.cfg.eval.models if want is None else want, {}, self.resolved
     if "sources" in want: paths.update({s.name: s.model for s in r.sources})
     if "target" in want: paths["target"] = r.target.model
     if "target_sft" in want: paths["target_sft"] = str(self.path("models", "target_sft"))
@@ -437,6 +439,44 @@ def internal(self:Run)->dict:
         res["internal"][v] = internal_reward_accuracy(pol, ref, tok, held, beta=1.0, alpha=self.variant_args(v)["alpha"])
         if keep is None or v in keep: res["logp_shift"][v] = {f: pol[f]["logps_per_token"] for f in pol}
     atomic_write_json(out, res); self.stages.done("internal")
+    return res
+
+# %% ../nbs/10_pipeline.ipynb #00ffc559
+def external_model_spec(name:str, # the model's name in the results
+                        where:str, # a local path, a hub id, or "openai:MODEL@BASE_URL"
+                       )->ModelSpec|None:
+    "A `ModelSpec` for an OpenAI-compatible endpoint given as openai:MODEL@BASE_URL; None for a path or hub id"
+    if not where.startswith("openai:"): return None
+    model, sep, url = where[len("openai:"):].partition("@")
+    if not sep or not model or not url.startswith(("http://", "https://")):
+        raise ConfigError(f"model {name!r}: an endpoint is given as openai:MODEL@BASE_URL (e.g. openai:my-model@http://127.0.0.1:8000/v1), got {where!r}")
+    return ModelSpec(name=name, backend="openai", model=model, endpoint=url, api_key_env="OPENAI_API_KEY" if os.environ.get("OPENAI_API_KEY") else None)
+
+@patch
+def benchmarks(self:Run,
+               models:dict|None=None, # more models: name -> local path, hub id or "openai:MODEL@BASE_URL"
+               only:list|None=None, # evaluate only these model names (default: `benchmarks.models` and `models`)
+              )->dict:
+    "AlpacaEval 2, Arena-Hard and MT-Bench answers, judgments and scores of the models under <run>/benchmarks"
+    from wrpo.benchmarks import answer_path
+    from wrpo.paper_eval import run_benchmarks
+    bs, t0 = self.cfg.benchmarks, time.time()
+    if not bs.names: raise ConfigError("benchmarks.names: no benchmark to run")
+    paths = {**self.model_paths(bs.models), **(models or {})}
+    if only: paths = {n: p for n, p in paths.items() if n in only}
+    if not paths: raise ConfigError(f"benchmarks: no model to evaluate (benchmarks.models {bs.models}, models {list(models or {})}, only {only})")
+    specs = {n: external_model_spec(n, str(p)) or self.eval_spec(n, p) for n, p in paths.items()}
+    out = self.path("benchmarks")
+    for b in bs.names:
+        for n, spec in specs.items():
+            s = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "batch_size", "max_concurrency", "timeout")}
+            if str(spec.model).startswith(str(self.dir)): s["model"] = os.path.relpath(spec.model, self.dir)  # a run dir may move
+            up = [f"train/{n}"] if n in self.cfg.train.variants else (["sft"] if n == "target_sft" else [])
+            self.stages.current(f"bench/{b}/{n}", dict(spec=s, n_questions=bs.n_questions, max_new_tokens=bs.max_new_tokens),
+                                [answer_path(b, out / b, n)], up)
+    res = run_benchmarks(bs.names, specs, out, bs.judge, bs.data_dir, bs.n_questions, bs.max_new_tokens, bs.judge_logprobs,
+                         bs.lc_table, bs.bootstrap_rounds, bs.seed, answered=lambda b, n, f: self.stages.done(f"bench/{b}/{n}"))
+    self._time("benchmarks", t0)
     return res
 
 # %% ../nbs/10_pipeline.ipynb #24ff329c
