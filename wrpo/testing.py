@@ -15,8 +15,8 @@ from transformers import PreTrainedTokenizerFast, AutoConfig, AutoModelForCausal
 
 # %% auto #0
 __all__ = ['TOKENIZER_KINDS', 'ARCHITECTURES', 'PAPER_MINI_KEYS', 'tiny_tokenizer', 'tiny_lm', 'toy_quadruples',
-           'ultrafeedback_rows', 'alpaca_eval_rows', 'paper_mini', 'config_diff', 'trl_dpo_loss', 'trl_simpo_loss',
-           'cpu_args', 'benchmark_fixtures', 'ProtocolJudge']
+           'benchmark_fixtures', 'ProtocolJudge', 'ultrafeedback_rows', 'alpaca_eval_rows', 'paper_mini', 'config_diff',
+           'trl_dpo_loss', 'trl_simpo_loss', 'cpu_args']
 
 # %% ../nbs/90_testing.ipynb #aae34146
 _CORPUS = ("the quick brown fox jumps over the lazy dog . sort these numbers : 3 1 2 . reverse the word hello . "
@@ -95,6 +95,83 @@ def toy_quadruples(n:int=16, # rows
                          source_id=f"src{i % 3}", score_source_chosen=1.0, score_target_chosen=0.6, score_rejected=0.1))
     return rows
 
+# %% ../nbs/90_testing.ipynb #d16122da
+import math
+from pathlib import Path
+
+_BENCH_TOPICS = ["the sea", "paperclips", "the blue sky", "late invoices", "chess", "boiled eggs", "grey cats", "Paris"]
+
+def benchmark_fixtures(root, # a directory: <root>/alpaca_eval, <root>/arena_hard, <root>/mt_bench are written
+                       n:int=4, # questions per benchmark
+                      )->Path:
+    "A few questions of each benchmark in its official layout (what `benchmarks.data_dir` points to); returns `root`"
+    import json
+    root = Path(root)
+    ae = root / "alpaca_eval"; ae.mkdir(parents=True, exist_ok=True)
+    instr = [f"Write a sentence about {t}." for t in (_BENCH_TOPICS * (n // len(_BENCH_TOPICS) + 1))[:n]]
+    rows = lambda gen, f: [dict(instruction=q, output=f(i), generator=gen, dataset="helpful_base") for i, q in enumerate(instr)]
+    (ae / "alpaca_eval.json").write_text(json.dumps(rows("text_davinci_003", lambda i: f"a short answer {i}"), indent=1))
+    (ae / "alpaca_eval_gpt4_baseline.json").write_text(json.dumps(rows("gpt4_1106_preview", lambda i: f"a much longer reference answer number {i}"), indent=1))
+    g = torch.Generator().manual_seed(0)
+    lines = ["model,index,preference,std_delta_len,instruction_difficulty,not_gamed_baseline"]
+    for m in ("gamed_verbose", "gamed_concise"):
+        for i in range(n):
+            lines.append(f"{m},{i},{torch.rand(1, generator=g).item():.4f},{torch.randn(1, generator=g).item():.4f},"
+                         f"{(i - n / 2) / n:.4f},False")
+    (ae / "df_gamed.csv").write_text("\n".join(lines) + "\n")
+    ah = root / "arena_hard"; (ah / "model_answer").mkdir(parents=True, exist_ok=True)
+    qs = [dict(question_id=f"ah{i:03d}", category="arena-hard-v0.1", cluster=f"cluster {i}", turns=[dict(content=f"Explain {t}.")])
+          for i, t in enumerate((_BENCH_TOPICS * (n // len(_BENCH_TOPICS) + 1))[:n])]
+    (ah / "question.jsonl").write_text("".join(json.dumps(q) + "\n" for q in qs))
+    base = [dict(question_id=q["question_id"], answer_id=f"base{i}", model_id="gpt-4-0314", tstamp=0.0,
+                 choices=[dict(index=0, turns=[dict(content=f"The baseline's explanation {i}.", token_len=5)])]) for i, q in enumerate(qs)]
+    (ah / "model_answer" / "gpt-4-0314.jsonl").write_text("".join(json.dumps(b) + "\n" for b in base))
+    mt = root / "mt_bench"; (mt / "reference_answer").mkdir(parents=True, exist_ok=True)
+    cats = ["writing", "math", "roleplay", "reasoning"]
+    mq = [dict(question_id=81 + i, category=cats[i % 4], turns=[f"Tell me about {t}.", "Now say it in one word."]) for i, t in enumerate((_BENCH_TOPICS * (n // len(_BENCH_TOPICS) + 1))[:n])]
+    (mt / "question.jsonl").write_text("".join(json.dumps(q) + "\n" for q in mq))
+    refs = [dict(question_id=q["question_id"], answer_id=f"ref{i}", model_id="gpt-4", tstamp=0.0, choices=[dict(index=0, turns=["42", "forty-two"])])
+            for i, q in enumerate(mq) if q["category"] in ("math", "reasoning")]
+    (mt / "reference_answer" / "gpt-4.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
+    return root
+
+class ProtocolJudge:
+    "A FAKE judge for tests: a deterministic OpenAI-compatible server on 127.0.0.1 answering each benchmark's verdict format"
+    def __init__(self, mt_score:float|None=None, # MT-Bench rating to give (None: 1-10 from a hash of the request)
+                ):
+        import hashlib, json, threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.requests, self.mt_score = [], mt_score
+        judge = self
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a): pass
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                judge.requests.append(body)
+                h = int(hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest(), 16)
+                text = "\n".join(m["content"] for m in body["messages"])
+                choice = dict(index=0, finish_reason="stop")
+                if body.get("logprobs"):            # AlpacaEval: the first token and its top log-probabilities
+                    p = 0.1 + 0.8 * (h % 1000) / 1000
+                    tok = "m" if p > 0.5 else "M"
+                    top = [dict(token="m", logprob=math.log(p)), dict(token="M", logprob=math.log(1 - p))]
+                    choice.update(message=dict(role="assistant", content=tok), logprobs=dict(content=[dict(token=tok, logprob=max(t["logprob"] for t in top), top_logprobs=top)]))
+                elif "[[A>>B]]" in text:            # Arena-Hard
+                    choice.update(message=dict(role="assistant", content=f"Both are fine. My final verdict is [[{('A>>B', 'A>B', 'A=B', 'B>A', 'B>>A')[h % 5]}]]."))
+                else:                               # MT-Bench single-answer grading
+                    score = judge.mt_score if judge.mt_score is not None else 1 + h % 10
+                    choice.update(message=dict(role="assistant", content=f"A fair answer. Rating: [[{score}]]"))
+                out = json.dumps(dict(id="x", object="chat.completion", model=body.get("model"), choices=[choice],
+                                      usage=dict(prompt_tokens=len(text.split()), completion_tokens=5))).encode()
+                self.send_response(200); self.send_header("Content-Type", "application/json"); self.send_header("Content-Length", str(len(out)))
+                self.end_headers(); self.wfile.write(out)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def __enter__(self): return self
+    def __exit__(self, *a): self.close()
+    def close(self): self.server.shutdown(); self.server.server_close()
+
 # %% ../nbs/90_testing.ipynb #752716ef
 import copy, json
 from pathlib import Path
@@ -159,12 +236,14 @@ def alpaca_eval_rows(n:int, # rows
                  generator="gpt4_1106_preview", dataset=("helpful_base", "koala", "oasst")[i % 3]) for i in range(n)]
 
 PAPER_MINI_KEYS = {  # the only config keys in which paper-mini may differ from configs/paper.yaml: locations, sizes, counts
-    "locations": {"sources", "target.model", "reward.path", "pipeline.prompts.path", "eval.prompts.path", "name"},
+    "locations": {"sources", "target.model", "reward.path", "pipeline.prompts.path", "eval.prompts.path", "name",
+                  "benchmarks.data_dir", "benchmarks.judge.endpoint", "benchmarks.judge.api_key_env"},
     "sizes": {"target.max_new_tokens", "target.tensor_parallel_size", "build.n", "build.shard_size", "build.max_prompt_tokens",
               "train.sft.max_length", "train.common.max_length", "train.sft.per_device_train_batch_size",
               "train.common.per_device_train_batch_size", "train.sft.gradient_accumulation_steps",
               "train.common.gradient_accumulation_steps", "train.save_steps", "pipeline.heldout_fraction", "eval.max_new_tokens",
-              "eval.batch_size", "eval.logp_batch_size", "reward.batch_size"},
+              "eval.batch_size", "eval.logp_batch_size", "reward.batch_size", "benchmarks.max_new_tokens",
+              "benchmarks.bootstrap_rounds"},
     "counts": {"train.launcher.num_processes"},
     "engine": {"target.backend"},   # vLLM -> transformers: the vllm backend is tested against the real engine in tests/test_vllm.py
 }
@@ -201,6 +280,8 @@ def paper_mini(root,            # folder that receives the checkpoints, the rewa
     cfg["train"]["launcher"]["num_processes"] = 2
     cfg["eval"]["prompts"]["path"] = str(root / "alpaca_eval.json")
     cfg["eval"].update(max_new_tokens=16, batch_size=8, logp_batch_size=8)
+    cfg["benchmarks"].update(data_dir=str(benchmark_fixtures(root / "benchmarks", n=3)), max_new_tokens=16, bootstrap_rounds=20)
+    cfg["benchmarks"]["judge"].update(endpoint="http://127.0.0.1:9/v1", api_key_env=None)   # the test serves a judge there
     return cfg
 
 def config_diff(a,          # a nested dict (a config), or a leaf value
@@ -269,77 +350,3 @@ def cpu_args(config_class=None, # a `TrainingArguments` subclass such as trl's `
               max_steps=3, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, bf16=False,
               gradient_checkpointing=False, seed=0, disable_tqdm=True, dataloader_num_workers=0, lr_scheduler_type="constant")
     return config_class(**{**kw, **overrides})
-
-# %% ../nbs/90_testing.ipynb #d16122da
-import math
-
-def benchmark_fixtures(root, # a directory: <root>/alpaca_eval, <root>/arena_hard, <root>/mt_bench are written
-                       n:int=4, # questions per benchmark
-                      )->Path:
-    "A few questions of each benchmark in its official layout (what `benchmarks.data_dir` points to); returns `root`"
-    import json
-    root = Path(root)
-    ae = root / "alpaca_eval"; ae.mkdir(parents=True, exist_ok=True)
-    instr = [f"Write a sentence about {t}." for t in _TOPICS[:n]]
-    rows = lambda gen, f: [dict(instruction=q, output=f(i), generator=gen, dataset="helpful_base") for i, q in enumerate(instr)]
-    (ae / "alpaca_eval.json").write_text(json.dumps(rows("text_davinci_003", lambda i: f"a short answer {i}"), indent=1))
-    (ae / "alpaca_eval_gpt4_baseline.json").write_text(json.dumps(rows("gpt4_1106_preview", lambda i: f"a much longer reference answer number {i}"), indent=1))
-    g = torch.Generator().manual_seed(0)
-    lines = ["model,index,preference,std_delta_len,instruction_difficulty,not_gamed_baseline"]
-    for m in ("gamed_verbose", "gamed_concise"):
-        for i in range(n):
-            lines.append(f"{m},{i},{torch.rand(1, generator=g).item():.4f},{torch.randn(1, generator=g).item():.4f},"
-                         f"{(i - n / 2) / n:.4f},False")
-    (ae / "df_gamed.csv").write_text("\n".join(lines) + "\n")
-    ah = root / "arena_hard"; (ah / "model_answer").mkdir(parents=True, exist_ok=True)
-    qs = [dict(question_id=f"ah{i:03d}", category="arena-hard-v0.1", cluster=f"cluster {i}", turns=[dict(content=f"Explain {t}.")])
-          for i, t in enumerate(_TOPICS[:n])]
-    (ah / "question.jsonl").write_text("".join(json.dumps(q) + "\n" for q in qs))
-    base = [dict(question_id=q["question_id"], answer_id=f"base{i}", model_id="gpt-4-0314", tstamp=0.0,
-                 choices=[dict(index=0, turns=[dict(content=f"The baseline's explanation {i}.", token_len=5)])]) for i, q in enumerate(qs)]
-    (ah / "model_answer" / "gpt-4-0314.jsonl").write_text("".join(json.dumps(b) + "\n" for b in base))
-    mt = root / "mt_bench"; (mt / "reference_answer").mkdir(parents=True, exist_ok=True)
-    cats = ["writing", "math", "roleplay", "reasoning"]
-    mq = [dict(question_id=81 + i, category=cats[i % 4], turns=[f"Tell me about {t}.", "Now say it in one word."]) for i, t in enumerate(_TOPICS[:n])]
-    (mt / "question.jsonl").write_text("".join(json.dumps(q) + "\n" for q in mq))
-    refs = [dict(question_id=q["question_id"], answer_id=f"ref{i}", model_id="gpt-4", tstamp=0.0, choices=[dict(index=0, turns=["42", "forty-two"])])
-            for i, q in enumerate(mq) if q["category"] in ("math", "reasoning")]
-    (mt / "reference_answer" / "gpt-4.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
-    return root
-
-class ProtocolJudge:
-    "A FAKE judge for tests: a deterministic OpenAI-compatible server on 127.0.0.1 answering each benchmark's verdict format"
-    def __init__(self, mt_score:float|None=None, # MT-Bench rating to give (None: 1-10 from a hash of the request)
-                ):
-        import hashlib, json, threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        self.requests, self.mt_score = [], mt_score
-        judge = self
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a): pass
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                judge.requests.append(body)
-                h = int(hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest(), 16)
-                text = "\n".join(m["content"] for m in body["messages"])
-                choice = dict(index=0, finish_reason="stop")
-                if body.get("logprobs"):            # AlpacaEval: the first token and its top log-probabilities
-                    p = 0.1 + 0.8 * (h % 1000) / 1000
-                    tok = "m" if p > 0.5 else "M"
-                    top = [dict(token="m", logprob=math.log(p)), dict(token="M", logprob=math.log(1 - p))]
-                    choice.update(message=dict(role="assistant", content=tok), logprobs=dict(content=[dict(token=tok, logprob=max(t["logprob"] for t in top), top_logprobs=top)]))
-                elif "[[A>>B]]" in text:            # Arena-Hard
-                    choice.update(message=dict(role="assistant", content=f"Both are fine. My final verdict is [[{('A>>B', 'A>B', 'A=B', 'B>A', 'B>>A')[h % 5]}]]."))
-                else:                               # MT-Bench single-answer grading
-                    score = judge.mt_score if judge.mt_score is not None else 1 + h % 10
-                    choice.update(message=dict(role="assistant", content=f"A fair answer. Rating: [[{score}]]"))
-                out = json.dumps(dict(id="x", object="chat.completion", model=body.get("model"), choices=[choice],
-                                      usage=dict(prompt_tokens=len(text.split()), completion_tokens=5))).encode()
-                self.send_response(200); self.send_header("Content-Type", "application/json"); self.send_header("Content-Length", str(len(out)))
-                self.end_headers(); self.wfile.write(out)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-    def __enter__(self): return self
-    def __exit__(self, *a): self.close()
-    def close(self): self.server.shutdown(); self.server.server_close()
