@@ -11,8 +11,8 @@ from importlib.resources import files
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['FIGURE_NOTEBOOKS', 'PipelineFailed', 'pipeline_notebook', 'run_notebook', 'run_pipeline', 'make_figures', 'parser',
-           'main']
+__all__ = ['FIGURE_NOTEBOOKS', 'PipelineFailed', 'pipeline_notebook', 'kernel_config', 'run_notebook', 'text_progress',
+           'run_pipeline', 'make_figures', 'parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #6f8d7b10
 FIGURE_NOTEBOOKS = ("fig_source_contribution.ipynb", "fig_logp_shift.ipynb", "fig_reward_margins.ipynb", "fig_alpha_sweep.ipynb")
@@ -26,17 +26,42 @@ def pipeline_notebook(name:str)->Path:
     if not p.is_file(): raise FileNotFoundError(f"no pipeline notebook {name!r} in wrpo.pipelines")
     return Path(str(p))
 
-def run_notebook(name:str, out_path, parameters:dict, log_output:bool=True)->Path:
+def kernel_config():
+    "Config for papermill's kernel manager: CurveZMQ-encrypted kernel sockets where pyzmq, jupyter_client and the kernelspec support it."
+    from traitlets.config import Config
+    from jupyter_client import KernelManager
+    import zmq
+    ok = zmq.has("curve") and "transport_encryption" in KernelManager.class_trait_names()   # jupyter_client >= 8.10; kernelspec: ipykernel 7
+    return Config(KernelManager=dict(transport_encryption="auto")) if ok else Config()
+
+def run_notebook(name:str, # a shipped pipeline notebook (in `wrpo.pipelines`)
+                 out_path, # where the executed copy goes (written even when a cell fails)
+                 parameters:dict, # papermill parameters, each a name of the notebook's `parameters` cell
+                 log_output:bool=True, # stream what the cells print (and their progress bars) to this process's stdout/stderr
+                )->Path:
     "Execute pipeline notebook `name` with papermill into `out_path`; raise `PipelineFailed` naming the saved notebook."
     import papermill as pm
     out_path = Path(out_path); out_path.parent.mkdir(parents=True, exist_ok=True)
+    echo = dict(stdout_file=sys.stdout, stderr_file=sys.stderr) if log_output else {}   # as written: progress bars redraw in place
     try:
         pm.execute_notebook(str(pipeline_notebook(name)), str(out_path), parameters=parameters, kernel_name="python3", language="python",
-                            log_output=log_output, progress_bar=False, cwd=os.getcwd())
+                            progress_bar=False, cwd=os.getcwd(), config=kernel_config(), **echo)
     except pm.PapermillExecutionError as e:
         raise PipelineFailed(f"{name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                              f"the executed notebook, with the error, is at {out_path}") from None
     return out_path
+
+# %% ../nbs/11_cli.ipynb #fbc85f5b
+def text_progress():
+    "Draw progress bars as text on stderr even inside a Jupyter kernel; call it before importing the modules that use them."
+    import tqdm.auto, tqdm.autonotebook, tqdm.std
+    for m in (tqdm.auto, tqdm.autonotebook): m.tqdm, m.trange = tqdm.std.tqdm, tqdm.std.trange   # bound by `from tqdm.auto import tqdm`
+    import transformers.trainer as hf_trainer
+    from transformers.trainer_callback import ProgressCallback
+    class TextProgress(ProgressCallback):
+        "transformers' text progress bar, without printing every log dict."
+        def on_log(self, *args, **kwargs): pass
+    hf_trainer.DEFAULT_PROGRESS_CALLBACK = TextProgress   # chosen per Trainer; the module picked the HTML one at import in a kernel
 
 # %% ../nbs/11_cli.ipynb #06705d86
 def run_pipeline(config:str, out:str|None=None, overrides:list|None=None, figures:bool=True, log_output:bool=True, redo:bool=False)->Path:
@@ -49,7 +74,8 @@ def run_pipeline(config:str, out:str|None=None, overrides:list|None=None, figure
     t0 = time.time()
     with run_lock(run_dir):   # one run per directory; the notebook kernel and launched trainers inherit the lock
         run_notebook("fuse.ipynb", run_dir / "notebooks" / "fuse.ipynb",
-                     dict(config=str(cfg_file), run_dir=str(run_dir), overrides=list(overrides or []), redo=redo), log_output)
+                     dict(config=str(cfg_file), run_dir=str(run_dir), overrides=list(overrides or []), redo=redo,
+                          progress="text"), log_output)
         if figures: make_figures(run_dir, log_output=log_output)
     print(f"wrpo: {cfg.name} finished in {time.time() - t0:.0f} s; results in {run_dir}/results.md, figures in {run_dir}/figures")
     return run_dir
@@ -63,33 +89,82 @@ def make_figures(run_dir, out=None, sweep=None, log_output:bool=False)->list:
     return sorted(str(p) for p in out.glob("*.png"))
 
 # %% ../nbs/11_cli.ipynb #301d0c81
+def _sub(sub, name:str, # subcommand name
+         help:str, # one line, for `wrpo --help`
+         what:str, # what the command does, for `wrpo NAME --help`
+         examples:str, # example command lines, each starting with `wrpo `
+        )->argparse.ArgumentParser:
+    "A `wrpo` subcommand parser whose help says what it does and shows examples."
+    return sub.add_parser(name, help=help, description=what, epilog="examples:\n" + examples,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
 def parser()->argparse.ArgumentParser:
     "The one `wrpo` command-line parser (every subcommand)."
     from wrpo.build import add_build_args
-    p = argparse.ArgumentParser(prog="wrpo", description="Weighted-Reward Preference Optimization for implicit model fusion")
+    p = argparse.ArgumentParser(prog="wrpo", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Weighted-Reward Preference Optimization (WRPO): implicit model fusion of LLMs. Build preference data from\n"
+                    "source models, train the target with WRPO and its baselines, evaluate, plot; every stage resumes from its\n"
+                    "run directory. `wrpo COMMAND --help` says what each command does, with examples.",
+        epilog="examples:\n"
+               "  wrpo demo --size ci                  # the offline miniature end to end: a few minutes on a CPU\n"
+               "  wrpo validate paper                  # check a config fully without running it\n"
+               "  wrpo run paper --out runs/paper      # the paper's recipe (GPU node)")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     def run_opts(x):
         x.add_argument("--out", default=None, help="run directory (default: runs/<name>)")
         x.add_argument("-o", "--override", action="append", default=[], help="dotted config override, e.g. train.common.seed=1")
         x.add_argument("--redo", action="store_true", help="redo the stages whose settings changed (and every stage after them) "
                        "instead of refusing to mix their old outputs with the new settings")
-        x.add_argument("--no-figures", action="store_true"); x.add_argument("--quiet", action="store_true")
-    d = sub.add_parser("demo", help="the offline miniature fusion world end to end (the shipped config 'demo' or 'ci')")
-    d.add_argument("--size", choices=("ci", "demo"), default="demo"); run_opts(d)
-    r = sub.add_parser("run", help="the fusion pipeline for a config (a path, or a shipped name: ci, demo, sweep, paper)")
-    r.add_argument("config"); run_opts(r)
-    f = sub.add_parser("figures", help="the figure notebooks on a finished run")
-    f.add_argument("run_dir"); f.add_argument("--out", default=None); f.add_argument("--sweep", default=None)
-    v = sub.add_parser("validate", help="validate a config fully without running it")
-    v.add_argument("config"); v.add_argument("-o", "--override", action="append", default=[])
-    add_build_args(sub.add_parser("build", help="the data builder alone: sharded, resumable (wrpo build --help)"))
-    t = sub.add_parser("train-variant", help="train one variant of a run (what `train.launcher` runs under accelerate launch)")
-    t.add_argument("run_dir"); t.add_argument("name")
-    s = sub.add_parser("train-sft", help="Target-SFT of a run (what `train.launcher` runs under accelerate launch)")
-    s.add_argument("run_dir")
+        x.add_argument("--no-figures", action="store_true", help="skip the figure notebooks")
+        x.add_argument("--quiet", action="store_true", help="do not echo the notebook's output and progress bars")
+    pipeline_what = ("Runs the fusion pipeline notebook (wrpo.pipelines/fuse.ipynb) with papermill: sample the sources, pick y_ws,\n"
+                     "Target-SFT, sample it for y_wt/y_l, train every variant, evaluate; then the figure notebooks. Outputs go to\n"
+                     "the run directory (results.md, figures/, the executed notebooks in notebooks/); a rerun resumes.")
+    d = _sub(sub, "demo", "the offline miniature fusion world end to end (the shipped config 'demo' or 'ci')",
+             "The offline miniature: tiny source models, each good at one task, fused into a tiny target; no network.\n"
+             + pipeline_what,
+             "  wrpo demo --size ci --out runs/ci    # the quick size: a few minutes on 2 CPU cores\n"
+             "  wrpo demo                            # the README's numbers and figures: about 8 minutes")
+    d.add_argument("--size", choices=("ci", "demo"), default="demo", help="ci: the quick one; demo: the README's"); run_opts(d)
+    r = _sub(sub, "run", "the fusion pipeline for a config (a path, or a shipped name: ci, demo, sweep, paper)",
+             "The config is validated fully first (wrpo validate).\n" + pipeline_what,
+             "  wrpo run ci --out runs/ci2 -o train.common.seed=1\n"
+             "  wrpo run my_config.yaml --out runs/mine --redo")
+    r.add_argument("config", help="a YAML config path or a shipped name"); run_opts(r)
+    f = _sub(sub, "figures", "the figure notebooks on a finished run",
+             "Runs the figure notebooks (source contribution, log-prob shift, reward margins, alpha sweep) on a finished run\n"
+             "and prints the figure files written.",
+             "  wrpo figures runs/demo\n"
+             "  wrpo figures runs/demo --sweep runs/sweep --out figures")
+    f.add_argument("run_dir", help="a finished run directory"); f.add_argument("--out", default=None, help="figure directory (default: RUN_DIR/figures)")
+    f.add_argument("--sweep", default=None, help="a finished alpha-sweep run (config 'sweep') for the alpha-sweep figure")
+    v = _sub(sub, "validate", "validate a config fully without running it",
+             "Checks every section of a config (with its overrides) before anything runs: keys, types, sampling backends,\n"
+             "reward, trainer settings of every variant, launcher; prints the resolved plan as JSON. Exit 2 on an error.",
+             "  wrpo validate paper\n"
+             "  wrpo validate ci -o train.variants.wrpo.alpha=0.3")
+    v.add_argument("config", help="a YAML config path or a shipped name")
+    v.add_argument("-o", "--override", action="append", default=[], help="dotted config override, e.g. build.n=3")
+    add_build_args(_sub(sub, "build", "the data builder alone: sharded, resumable",
+             "The data-building stages alone (sources -> sft -> targets, or all), sharded across jobs with --shard i/n and\n"
+             "merged with --stage merge; a killed job resumes from its finished shards.",
+             "  wrpo build ci --out runs/build\n"
+             "  wrpo build --config ci --prompts prompts.jsonl --out runs/build --shard 3/8\n"
+             "  wrpo build ci --out runs/build --stage merge --merge-from runs/build-1 runs/build-2"))
+    t = _sub(sub, "train-variant", "train one variant of a run (what `train.launcher` runs under accelerate launch)",
+             "Trains one preference variant of a run from its Target-SFT on its quadruples (the pipeline launches this under\n"
+             "`accelerate launch` when the config names a launcher).",
+             "  wrpo train-variant runs/ci wrpo")
+    t.add_argument("run_dir", help="the run directory"); t.add_argument("name", help="a variant name of the run's config")
+    s = _sub(sub, "train-sft", "Target-SFT of a run (what `train.launcher` runs under accelerate launch)",
+             "Fine-tunes the target on (x, y_ws) of the run's SFT third (the pipeline launches this under `accelerate launch`\n"
+             "when the config names a launcher).",
+             "  wrpo train-sft runs/ci")
+    s.add_argument("run_dir", help="the run directory")
     return p
 
+# %% ../nbs/11_cli.ipynb #30a160a8
 def main(argv=None)->int:
     "Entry point of the `wrpo` command; errors are one line on stderr (exit 2: bad config or arguments, 1: a failed stage)."
     a = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
