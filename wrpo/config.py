@@ -15,8 +15,8 @@ import yaml
 __all__ = ['BACKENDS', 'REWARD_KINDS', 'TIE_POLICIES', 'SFT_DEFAULTS', 'COMMON_DEFAULTS', 'BENCHMARK_NAMES', 'PROVIDED',
            'ConfigError', 'ModelSpec', 'RewardSpec', 'BuildSpec', 'RowsSpec', 'ProviderSpec', 'PipelineSpec',
            'LauncherSpec', 'TrainSpec', 'EvalSpec', 'BenchmarksSpec', 'Config', 'validate_config', 'device_defaults',
-           'sft_kwargs', 'variant_kwargs', 'check_train', 'apply_overrides', 'config_from_dict', 'load_config',
-           'config_to_dict', 'save_config', 'config_changes']
+           'checkpointing_field', 'sft_kwargs', 'variant_kwargs', 'check_train', 'apply_overrides', 'config_from_dict',
+           'load_config', 'config_to_dict', 'save_config', 'config_changes']
 
 # %% ../nbs/00_config.ipynb #d766cc81
 BACKENDS = ("transformers", "vllm", "openai")
@@ -342,7 +342,12 @@ def device_defaults() -> dict:
     "Trainer settings that follow the hardware: bf16 and gradient checkpointing where CUDA is, plain fp32 on a CPU"
     import torch
     cuda = torch.cuda.is_available()
-    return dict(bf16=cuda and torch.cuda.is_bf16_supported(), gradient_checkpointing=cuda, use_cpu=not cuda)
+    return {"bf16": cuda and torch.cuda.is_bf16_supported(), checkpointing_field(): cuda, "use_cpu": not cuda}
+
+def checkpointing_field()->str:
+    "The trainer argument that switches activation (gradient) checkpointing on: transformers renamed it in 5.23"
+    from transformers import TrainingArguments
+    return "activation_checkpointing" if any(f.name == "activation_checkpointing" for f in fields(TrainingArguments)) else "gradient_checkpointing"
 
 def sft_kwargs(cfg:Config, # the run's configuration (its `train.sft` section is read)
               )->dict:

@@ -79,6 +79,7 @@ def load_lm(path, # a local model directory or hub id
     if not p.exists() and (p.is_absolute() or str(path).startswith((".", "~"))): raise FileNotFoundError(f"model directory not found: {p}")
     tok = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    if model.loss_type is None: model.loss_type = "ForCausalLM"   # GPT-2's class name matches no transformers loss: the default one, said once
     return model.to(device or default_device()), tok
 
 # %% ../nbs/10_pipeline.ipynb #bc45a25b

@@ -75,6 +75,7 @@ def tiny_lm(tokenizer:PreTrainedTokenizerFast, # its vocabulary and special toke
                                    num_key_value_heads=kv_heads or heads, max_position_embeddings=max_pos, **common)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
+    if model.loss_type is None: model.loss_type = "ForCausalLM"   # GPT-2's class name matches no transformers loss: the default one, said once
     model.generation_config = GenerationConfig(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                                                bos_token_id=tokenizer.bos_token_id)
     if path is not None: model.save_pretrained(path); tokenizer.save_pretrained(path)
@@ -348,5 +349,5 @@ def cpu_args(config_class=None, # a `TrainingArguments` subclass such as trl's `
     if config_class is None: from wrpo.trainer import WRPOConfig as config_class
     kw = dict(output_dir=tempfile.mkdtemp(prefix="wrpo-"), per_device_train_batch_size=4, learning_rate=1e-3,
               max_steps=3, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, bf16=False,
-              gradient_checkpointing=False, seed=0, disable_tqdm=True, dataloader_num_workers=0, lr_scheduler_type="constant")
+              seed=0, disable_tqdm=True, dataloader_num_workers=0, lr_scheduler_type="constant")
     return config_class(**{**kw, **overrides})

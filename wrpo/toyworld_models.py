@@ -92,5 +92,6 @@ def make_model(arch:str, # one of `ARCHS`
     else: raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
+    if model.loss_type is None: model.loss_type = "ForCausalLM"   # GPT-2's class name matches no transformers loss: the default one, said once
     model.generation_config = GenerationConfig(do_sample=False, max_new_tokens=12, **ids)
     return model

@@ -22,7 +22,8 @@ from transformers.utils import logging
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 from trl.data_utils import _tokenize, common_prefix_length, is_conversational
 from trl.models import prepare_deepspeed
-from trl.models.utils import disable_gradient_checkpointing
+from trl.models.utils import disable_gradient_checkpointing as _trl_disable_checkpointing
+from .config import checkpointing_field
 from trl.trainer.utils import global_then_local_main_first, pad, use_adapter
 
 from .config import device_defaults
@@ -32,8 +33,18 @@ from .losses import ALPHA_CONVENTIONS, LOSS_TYPES, SCHEDULES, ResponseTensors, a
 logger = logging.get_logger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'REF_COLUMNS', 'ID_COLUMNS', 'WRPOConfig', 'DataCollatorForWRPO', 'pack_responses', 'WRPOTrainer',
-           'sft_train']
+__all__ = ['logger', 'REF_COLUMNS', 'ID_COLUMNS', 'disable_gradient_checkpointing', 'WRPOConfig', 'DataCollatorForWRPO',
+           'pack_responses', 'WRPOTrainer', 'sft_train']
+
+# %% ../nbs/06_trainer.ipynb #8f7d8a8a
+@contextlib.contextmanager
+def disable_gradient_checkpointing(model, # the policy (checkpointing is switched off inside the block, for no-grad forwards)
+                                   checkpointing_kwargs, # the trainer's checkpointing kwargs, to switch it back on
+                                  ):
+    "trl's `disable_gradient_checkpointing`, without the FutureWarning transformers>=5.23 raises for the attribute trl reads"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        with _trl_disable_checkpointing(model, checkpointing_kwargs): yield
 
 # %% ../nbs/06_trainer.ipynb #feca34fe
 @dataclass
@@ -62,7 +73,11 @@ class WRPOConfig(DPOConfig):
         if self.nll_coef < 0: raise ValueError(f"`nll_coef` must be >= 0, got {self.nll_coef}")
         cuda = torch.cuda.is_available()
         if self.bf16 is None and not self.fp16: self.bf16 = cuda and torch.cuda.is_bf16_supported()
-        if self.gradient_checkpointing is None: self.gradient_checkpointing = cuda
+        if checkpointing_field() == "activation_checkpointing":   # transformers >= 5.23: the old name is a deprecated alias
+            if self.activation_checkpointing is None:
+                self.activation_checkpointing = cuda if self.gradient_checkpointing is None else self.gradient_checkpointing
+            self.gradient_checkpointing = None
+        elif self.gradient_checkpointing is None: self.gradient_checkpointing = cuda
         loss_type = self.loss_type
         super().__post_init__()       # trl turns loss_type into a list; WRPO keeps its single flavour name
         self.loss_type = loss_type
@@ -462,6 +477,7 @@ def sft_train(model,                  # the model to fine-tune (in place)
                   logging_steps=10, save_strategy="no", seed=0, **device_defaults())
         kw.update(config_kw)
         args = SFTConfig(**kw)
+    if model.loss_type is None: model.loss_type = "ForCausalLM"   # GPT-2's class name matches no transformers loss
     tr = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
     tr.train()
     return tr
