@@ -6,7 +6,7 @@ import pytest
 from wrpo.cli import parser
 
 ROOT = Path(__file__).resolve().parents[1]
-PLACEHOLDERS = {"CFG": "ci", "P": "prompts.jsonl", "D": "runs/build", "RUN_DIR": "runs/x", "NAME": "wrpo"}
+PLACEHOLDERS = {"CFG": "ci", "P": "prompts.jsonl", "D": "runs/build", "RUN_DIR": "runs/x", "NAME": "wrpo", "COMMAND": "run"}
 
 def readme_commands():
     text = (ROOT / "README.md").read_text()
@@ -32,6 +32,9 @@ def test_wrpo_command_parses_as_written(cmd):
     sub = next(a for a in parser()._actions if a.dest == "cmd").choices
     if len(args) == 1 and not args[0].startswith("-"):   # prose naming a command (`wrpo run`): the command exists
         assert args[0] in sub, (cmd, sorted(sub)); return
+    if "--help" in args:             # help prints and exits 0
+        with pytest.raises(SystemExit) as e: parser().parse_args(args)
+        assert e.value.code == 0, cmd; return
     parser().parse_args(args)        # argparse exits (SystemExit) on anything it does not accept
 
 @pytest.mark.parametrize("cmd", [c for c in CMDS if c.startswith("bash ")])
