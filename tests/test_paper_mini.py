@@ -88,7 +88,10 @@ def test_wrpo_eval_gives_the_papers_table_for_every_variant(run):
         mt = [json.loads(l) for l in (b / "mt_bench" / "model_answer" / f"{m}.jsonl").read_text().splitlines()]
         assert len(mt) == 3 and all(len(x["choices"][0]["turns"]) == 2 for x in mt)
         assert res["scores"]["arena_hard"][m]["n_games"] == 6 and res["scores"]["mt_bench"][m]["n"] + res["scores"]["mt_bench"][m]["n_unparseable"] == 6
-    assert n_requests == len(models) * (3 + 6 + 6), n_requests        # AlpacaEval 3, Arena-Hard 2 x 3, MT-Bench 2 turns x 3
+    summ = res["judge_summaries"]   # per benchmark and model: judgments asked of the server, or answered from the cache (same answers)
+    asked = {b: sum(s["requests"] + s["cache_hits"] for s in summ[b].values()) for b in summ}
+    assert asked == {"alpaca_eval": 3 * len(models), "arena_hard": 6 * len(models), "mt_bench": 6 * len(models)}, asked
+    assert n_requests == sum(s["requests"] for b in summ for s in summ[b].values()), n_requests
     table = (b / "results.md").read_text()
     assert all(f"| {m} |" in table for m in models) and "Arena-Hard 95% CI" in table, table
     assert (b / "benchmarks.png").stat().st_size > 10_000

@@ -10,6 +10,8 @@ import json, os, time, urllib.error, urllib.request, uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from .files import atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from .data import to_messages
+
 
 # %% auto #0
 __all__ = ['MT_BENCH_TEMPERATURE', 'BENCHMARKS', 'Benchmark', 'get_benchmark', 'default_cache_dir', 'fetch_benchmark',
@@ -147,7 +149,7 @@ def turn_messages(turns:list, # the question's user turns (strings)
     k = len(answers)
     if k >= len(turns): raise ValueError(f"all {len(turns)} turns are answered")
     msgs = []
-    for q, a in zip(turns[:k], answers): msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    for q, a in zip(turns[:k], answers): msgs += to_messages(q) + to_messages(a, "assistant")
     return msgs + [{"role": "user", "content": turns[k]}]
 
 def generation_plan(benchmark, # a name in `BENCHMARKS` or a `Benchmark`

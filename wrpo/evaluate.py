@@ -13,19 +13,13 @@ import numpy as np
 import pandas as pd
 import torch
 from trl.data_utils import common_prefix_length
-from .data import RESPONSE_FIELDS
+from .data import RESPONSE_FIELDS, to_messages
 
 # %% auto #0
 __all__ = ['encode_pair', 'sequence_logps', 'encode_quad', 'quad_logps', 'logp_shift_table', 'reward_stats',
            'internal_reward_accuracy', 'judge_answers', 'win_rate', 'evaluate_model']
 
 # %% ../nbs/07_evaluate.ipynb #0c81f838
-def _msgs(x, role:str)->list:
-    "A chat message list from a string, one message dict or a message list."
-    if isinstance(x, str): return [{"role": role, "content": x}]
-    if isinstance(x, dict): return [{"role": x["role"], "content": x["content"]}]
-    return [{"role": m["role"], "content": m["content"]} for m in x]
-
 def _ids(enc)->list:
     "input_ids of what `apply_chat_template(tokenize=True)` returned, as a flat list."
     ids = enc["input_ids"] if hasattr(enc, "keys") else enc
@@ -39,9 +33,9 @@ def _tokens(tokenizer, prompt, response, i:int=0)->tuple:
         return tokenizer(prompt)["input_ids"], tokenizer(full)["input_ids"]
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"row {i}: chat messages need a tokenizer with a chat template (or give prompt and response as plain strings)")
-    pm = _msgs(prompt, "user")
+    pm = to_messages(prompt)
     p = _ids(tokenizer.apply_chat_template(pm, tokenize=True, add_generation_prompt=True, return_dict=True))
-    return p, _ids(tokenizer.apply_chat_template(pm + _msgs(response, "assistant"), tokenize=True, return_dict=True))
+    return p, _ids(tokenizer.apply_chat_template(pm + to_messages(response, "assistant"), tokenize=True, return_dict=True))
 
 def encode_pair(tokenizer,  # tokenizer; with a chat template unless prompt and response are plain strings
                 prompt,     # a string or chat messages

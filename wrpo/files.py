@@ -22,12 +22,15 @@ def temp_path(path, # the file or directory that will be written
     return path.parent / f".{tag}-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 def clean_temp(path, # the file or directory whose leftovers to remove
+               older_than:float|None=None, # only leftovers not modified for this many seconds (another process may be writing)
               )->int:
     "Remove what killed writers of `path` left behind (temporary and replaced copies); return how many were removed."
+    import time
     path, n = Path(path), 0
     if not path.parent.exists(): return 0
     for tag in ("tmp", "old"):
         for f in path.parent.glob(f".{tag}-{path.name}-*"):
+            if older_than is not None and time.time() - f.stat().st_mtime < older_than: continue
             shutil.rmtree(f, ignore_errors=True) if f.is_dir() else f.unlink(missing_ok=True); n += 1
     return n
 
@@ -91,7 +94,6 @@ def atomic_dir(final, # the directory to create or replace
               )->Path:
     "Call `write(tmp)`, then move `tmp` to `final`; on an error nothing is left but the old `final`."
     final = Path(final); final.parent.mkdir(parents=True, exist_ok=True)
-    clean_temp(final)
     tmp = temp_path(final)
     try:
         write(tmp)
@@ -102,5 +104,6 @@ def atomic_dir(final, # the directory to create or replace
 def atomic_save_dataset(ds, # a `datasets.Dataset` or `DatasetDict`
                         path, # destination directory
                        )->Path:
-    "`ds.save_to_disk` into a temporary directory, then move it into place."
+    "`ds.save_to_disk` into a temporary directory, then move it into place (an hour-old leftover of a killed writer is removed)."
+    clean_temp(path, older_than=3600)
     return atomic_dir(path, lambda tmp: ds.save_to_disk(str(tmp)))

@@ -40,11 +40,18 @@ class Sampler:
                 ):
         self.spec = spec
         self.stats = dict(prompt_tokens=0, completion_tokens=0, seconds=0.0, calls=0)
+    max_prompt_tokens = None   # samplers that hold a tokenizer (`tok`) and `render` set it: longer prompts are refused
     def check(self,
               prompts, # prompts as strings or chat message lists
              )->list:
-        "Per prompt: None if it can be sampled, else the reason"
-        return [None if prompt_text(p).strip() else "empty prompt" for p in prompts]
+        "Per prompt: None if it can be sampled, else the reason (empty, or longer than `max_prompt_tokens`)"
+        out = [None if prompt_text(p).strip() else "empty prompt" for p in prompts]
+        if self.max_prompt_tokens and getattr(self, "tok", None) is not None:
+            for i, ids in enumerate(self._encode(prompts)):
+                if out[i] is None and len(ids) > self.max_prompt_tokens:
+                    out[i] = f"prompt has {len(ids)} tokens, more than the limit {self.max_prompt_tokens} of {self.spec.name!r}"
+        return out
+    def _encode(self, prompts): return [self.tok(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts]
     def generate(self,
                  prompts, # prompts as strings or chat message lists
                  n:int, # completions per prompt
@@ -98,18 +105,6 @@ class TransformersSampler(Sampler):
         if self.tok.chat_template: return self.tok.apply_chat_template(to_messages(prompt), tokenize=False, add_generation_prompt=True)
         if isinstance(prompt, str): return prompt
         raise ValueError(f"model {self.spec.name!r} has no chat template: set `chat_template` in its config entry or pass plain-text prompts")
-
-    def _encode(self, prompts): return [self.tok(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts]
-
-    def check(self,
-              prompts, # prompts as strings or chat message lists
-             )->list:
-        "Per prompt: None if it can be sampled, else the reason (empty, or longer than `max_prompt_tokens`)"
-        out = super().check(prompts)
-        for i, ids in enumerate(self._encode(prompts)):
-            if out[i] is None and self.max_prompt_tokens and len(ids) > self.max_prompt_tokens:
-                out[i] = f"prompt has {len(ids)} tokens, more than the limit {self.max_prompt_tokens} of {self.spec.name!r}"
-        return out
 
     @torch.no_grad()
     def generate(self,
@@ -173,19 +168,6 @@ class VLLMSampler(Sampler):
         "The text the model sees for `prompt`"
         return self.tok.apply_chat_template(to_messages(prompt), tokenize=False, add_generation_prompt=True,
                                             **({"chat_template": self.spec.chat_template} if self.spec.chat_template else {}))
-
-    def _encode(self, prompts): return [self.tok(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts]
-
-    def check(self,
-              prompts, # prompts as strings or chat message lists
-             )->list:
-        "Per prompt: None if it can be sampled, else the reason (empty, or longer than `max_prompt_tokens`)"
-        out = super().check(prompts)
-        if self.max_prompt_tokens:
-            for i, ids in enumerate(self._encode(prompts)):
-                if out[i] is None and len(ids) > self.max_prompt_tokens:
-                    out[i] = f"prompt has {len(ids)} tokens, more than the limit {self.max_prompt_tokens} of {self.spec.name!r}"
-        return out
 
     def generate(self,
                  prompts, # prompts as strings or chat message lists

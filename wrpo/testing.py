@@ -12,6 +12,8 @@ from types import SimpleNamespace
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, AutoConfig, AutoModelForCausalLM, GenerationConfig
+from .data import to_messages
+
 
 # %% auto #0
 __all__ = ['TOKENIZER_KINDS', 'ARCHITECTURES', 'PAPER_MINI_KEYS', 'tiny_tokenizer', 'tiny_lm', 'toy_quadruples',
@@ -90,9 +92,8 @@ def toy_quadruples(n:int=16, # rows
     rows = []
     for i in range(n):
         a, b = (int(x) for x in torch.randint(10, 99, (2,), generator=g))
-        msg = lambda c: [{"role": "assistant", "content": c}]
-        rows.append(dict(prompt=[{"role": "user", "content": f"add {a}+{b}"}], source_chosen=msg(str(a + b)),
-                         target_chosen=msg(str(a + b + 1)), rejected=msg(str(a * 3 % 97)),
+        rows.append(dict(prompt=to_messages(f"add {a}+{b}"), source_chosen=to_messages(str(a + b), "assistant"),
+                         target_chosen=to_messages(str(a + b + 1), "assistant"), rejected=to_messages(str(a * 3 % 97), "assistant"),
                          source_id=f"src{i % 3}", score_source_chosen=1.0, score_target_chosen=0.6, score_rejected=0.1))
     return rows
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
+from .data import to_messages
+from .files import atomic_dir, clean_temp
 from .toyworld_tasks import SKILLS, VerifierReward, _mix, eval_rows, make_prompts
 from .toyworld_models import make_model, make_tokenizer
 
@@ -24,7 +26,7 @@ def encode_sft(tok:PreTrainedTokenizerFast, # tokenizer with a chat template
               ) -> list: # (input_ids, number of prompt tokens) per row
     "Tokenise prompt + answer conversations and note where the answer starts."
     ps = [tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
-    fs = [tok.apply_chat_template(r["prompt"] + [{"role": "assistant", "content": r["answer"]}], tokenize=False)
+    fs = [tok.apply_chat_template(r["prompt"] + to_messages(r["answer"], "assistant"), tokenize=False)
           for r in rows]
     pi, fi = tok(ps, add_special_tokens=False)["input_ids"], tok(fs, add_special_tokens=False)["input_ids"]
     return [(f, len(p)) for p, f in zip(pi, fi)]
@@ -143,17 +145,13 @@ def load_model(path, # a model directory written by `build_zoo`
 
 def _save_model(root:Path, name:str, model, tok, meta:dict) -> Path:
     "Write model, tokenizer and `toyworld.json` into a temporary directory of `root`, then rename it to `root/name`."
-    path, tmp = root / name, root / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    bar = hf_logging.is_progress_bar_enabled(); hf_logging.disable_progress_bar()
-    try: model.save_pretrained(tmp); tok.save_pretrained(tmp)
-    finally:
-        if bar: hf_logging.enable_progress_bar()
-    (tmp / "toyworld.json").write_text(json.dumps(meta, indent=1))
-    try: os.rename(tmp, path)
-    except OSError:  # someone else finished it first (or a stale incomplete dir): keep a complete one
-        if (path / "toyworld.json").exists(): shutil.rmtree(tmp)
-        else: shutil.rmtree(path, ignore_errors=True); os.rename(tmp, path)
-    return path
+    def write(tmp):
+        bar = hf_logging.is_progress_bar_enabled(); hf_logging.disable_progress_bar()
+        try: model.save_pretrained(tmp); tok.save_pretrained(tmp)
+        finally:
+            if bar: hf_logging.enable_progress_bar()
+        (tmp / "toyworld.json").write_text(json.dumps(meta, indent=1))
+    return atomic_dir(root / name, write, replace=False)   # another process finished it first: keep that complete one
 
 # %% ../nbs/08c_toyworld_zoo.ipynb #913d9f1c
 def build_zoo(size:str="ci", # "ci" or "demo"
@@ -167,8 +165,7 @@ def build_zoo(size:str="ci", # "ci" or "demo"
     spec = world_spec(size)
     root = zoo_dir(size, cache_dir, seed)
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".*.tmp-*"):  # left behind by a killed build
-        if time.time() - stale.stat().st_mtime > 3600: shutil.rmtree(stale, ignore_errors=True)
+    for name in spec["models"]: clean_temp(root / name, older_than=3600)   # left behind by a killed build
     paths = {}
     for name, m in spec["models"].items():
         path = root / name; paths[name] = str(path)
