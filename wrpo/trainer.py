@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from fastcore.basics import patch
 from torch import Tensor
 from accelerate.utils import broadcast_object_list, is_peft_model, tqdm
 from datasets import Dataset, IterableDataset, concatenate_datasets
@@ -189,7 +190,7 @@ def pack_responses(input_ids:Tensor, # padded batch from `DataCollatorForWRPO`, 
     return out
 
 
-# %% ../nbs/06_trainer.ipynb #49e2592e
+# %% ../nbs/06_trainer.ipynb #fd1bb67c
 class WRPOTrainer(DPOTrainer):
     "trl's DPOTrainer extended to WRPO quadruples (prompt, y_ws, y_wt, y_l) and the fusion-coefficient schedule."
     _tag_names = ["trl", "wrpo"]
@@ -229,232 +230,246 @@ class WRPOTrainer(DPOTrainer):
         finally: args.padding_free = padding_free
         if self._simpo: self.precompute_ref_logps = False
 
-    # ---- data -------------------------------------------------------------------------------------------
-    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        if isinstance(dataset, Dataset) and "prompt_ids" in dataset.column_names: return dataset  # already tokenized
-        if isinstance(dataset, Dataset):
-            missing = [f for f in ("prompt",) + RESPONSE_FIELDS if f not in dataset.column_names]
-            if missing: raise ValueError(f"{dataset_name} dataset lacks columns {missing}; WRPOTrainer needs 'prompt', "
-                                         f"{', '.join(map(repr, RESPONSE_FIELDS))} (see wrpo.data.load_quadruples)")
-            validate_quadruples(dataset.select_columns(["prompt", *RESPONSE_FIELDS]))
-        tok = self._tokenizer
-        map_kwargs = {"num_proc": args.dataset_num_proc} if isinstance(dataset, Dataset) else {}
-        if isinstance(dataset, Dataset): map_kwargs["desc"] = f"Tokenizing {dataset_name} dataset (3 completions)"
+# %% ../nbs/06_trainer.ipynb #df399d71
+@patch
+def _prepare_dataset(self:WRPOTrainer, dataset, processing_class, args, dataset_name):
+    if isinstance(dataset, Dataset) and "prompt_ids" in dataset.column_names: return dataset  # already tokenized
+    if isinstance(dataset, Dataset):
+        missing = [f for f in ("prompt",) + RESPONSE_FIELDS if f not in dataset.column_names]
+        if missing: raise ValueError(f"{dataset_name} dataset lacks columns {missing}; WRPOTrainer needs 'prompt', "
+                                     f"{', '.join(map(repr, RESPONSE_FIELDS))} (see wrpo.data.load_quadruples)")
+        validate_quadruples(dataset.select_columns(["prompt", *RESPONSE_FIELDS]))
+    tok = self._tokenizer
+    map_kwargs = {"num_proc": args.dataset_num_proc} if isinstance(dataset, Dataset) else {}
+    if isinstance(dataset, Dataset): map_kwargs["desc"] = f"Tokenizing {dataset_name} dataset (3 completions)"
 
-        def tokenize_fn(ex):
-            conv = is_conversational(ex)
-            if conv:
-                prompt_ids = _tokenize(tok, ex["prompt"], add_generation_prompt=True)["input_ids"]
-                full = {f: _tokenize(tok, ex["prompt"] + ex[f])["input_ids"] for f in RESPONSE_FIELDS}
-            else:
-                prompt_ids = _tokenize(tok, ex["prompt"])["input_ids"]
-                eos = tok.eos_token or ""
-                full = {f: _tokenize(tok, ex["prompt"] + (ex[f] if ex[f].endswith(eos) else ex[f] + eos))["input_ids"]
-                        for f in RESPONSE_FIELDS}
-            n = min(common_prefix_length(prompt_ids, ids) for ids in full.values())
-            out = {"prompt_ids": prompt_ids[:n]}
-            out.update({f"{f}_ids": full[f][n:] for f in RESPONSE_FIELDS})
-            return out
-
-        with global_then_local_main_first():
-            dataset = dataset.map(tokenize_fn, **map_kwargs)
-            if args.max_length is not None and isinstance(dataset, Dataset):
-                too_long = [i for i, n in enumerate(map(len, dataset["prompt_ids"])) if n >= args.max_length]
-                if too_long:
-                    logger.warning(f"{dataset_name}: dropping {len(too_long)} of {len(dataset)} rows whose prompt alone fills "
-                                   f"max_length={args.max_length} (row indices {too_long[:10]}{'...' if len(too_long) > 10 else ''})")
-                    if len(too_long) == len(dataset):
-                        raise ValueError(f"{dataset_name}: the prompt of every one of the {len(dataset)} rows fills max_length="
-                                         f"{args.max_length} tokens on its own (the longest {max(map(len, dataset['prompt_ids']))}); "
-                                         "raise max_length or shorten the prompts")
-                    keep = sorted(set(range(len(dataset))) - set(too_long))
-                    dataset = dataset.select(keep)
-        return dataset
-
-    def _set_signature_columns_if_needed(self):
-        if self._signature_columns is None: self._signature_columns = ["prompt_ids", *ID_COLUMNS, *REF_COLUMNS]
-
-    # ---- reference log-probs -----------------------------------------------------------------------------
-    def _seq_logps(self, model, input_ids, attention_mask, completion_mask, grad=True):
-        "Summed completion log-probs, per-token log-probs and completion lengths of each row."
-        labels = input_ids.masked_fill(completion_mask == 0, -100)
-        ctx = contextlib.nullcontext() if grad else torch.no_grad()
-        with ctx:
-            out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False, fused_lm_head=True)
-        shift = completion_mask[:, 1:]
-        tok_logps = out.log_probs[:, -shift.size(1):]
-        return tok_logps.sum(1), shift.sum(1), out, tok_logps
-
-    def _layout(self, model)->dict|None:
-        "`pack_responses` options for `model`, or None for the padded batch."
-        a = self.args
-        cfg = self.accelerator.unwrap_model(model).config
-        impl, window = getattr(cfg, "_attn_implementation", None), _attn_window(cfg)
-        share = a.share_prompt and impl in ("sdpa", "eager") and window != "mixed"   # 4-D masks: SDPA and eager only
-        if not (share or a.padding_free): return None
-        # an additive float mask: SDPA's CPU kernel converts a bool mask to float in every layer (and keeps each copy for
-        # backward); under mixed precision the query dtype differs from the parameters', so bool there
-        mixed = impl == "sdpa" and (a.bf16 or a.fp16)
-        dtype = torch.bool if mixed else next(model.parameters()).dtype
-        return dict(share_prompt=share, padding_free=a.padding_free, mask_dtype=dtype, window=window if share else None)
-
-    def _forward_logps(self, model, inputs, parts=(0, 1, 2), grad=True):
-        "Summed log-probs and completion lengths of responses `parts` (part-major, shape (len(parts)*b,)) and the model outputs."
-        ids, att, cm = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
-        layout = self._layout(model)
-        if layout is None:
-            if len(parts) < 3:   # keep the selected rows, drop padding columns they do not need
-                b = ids.size(0) // 3
-                r = torch.cat([torch.arange(k * b, (k + 1) * b, device=ids.device) for k in parts]); T = int(att[r].sum(1).max())
-                ids, att, cm = ids[r, :T], att[r, :T], cm[r, :T]
-            logps, lens, out, _ = self._seq_logps(model, ids, att, cm, grad=grad)
-            return logps, lens, out
-        pk = pack_responses(ids, att, cm, parts=tuple(parts), **layout)
-        with contextlib.nullcontext() if grad else torch.no_grad():
-            out = model(input_ids=pk["input_ids"], attention_mask=pk["attention_mask"], position_ids=pk["position_ids"],
-                        labels=pk["labels"], use_cache=False, fused_lm_head=True)
-        seg = pk["segment"][:, 1:]; tok = out.log_probs[:, -seg.size(1):]; keep = seg >= 0
-        logps = tok.new_zeros(pk["n"], dtype=torch.float64).index_add(0, seg[keep], tok[keep].double()).to(tok.dtype)
-        return logps, torch.bincount(seg[keep], minlength=pk["n"]), out
-
-    def _ref_context(self):
-        if self.ref_model is None and is_peft_model(self.model):
-            unwrapped = self.accelerator.unwrap_model(self.model)
-            return use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
-        return contextlib.nullcontext()
-
-    def _ref_logps(self, inputs, model=None):
-        "Reference log-probs of all 3b rows, shape (3b,); `model` overrides the reference (e.g. a DeepSpeed inference engine)."
-        if model is None: model = self.ref_model if self.ref_model is not None else self.model
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs), \
-             self._ref_context(), self.accelerator.autocast():
-            logps, *_ = self._forward_logps(model, inputs, grad=False)
-        return logps
-
-    def compute_ref_log_probs(self, model, inputs):
-        "Reference log-probs of (y_ws, y_wt, y_l) for one padded batch."
-        return self._ref_logps(inputs, model).chunk(3, dim=0)
-
-    def _precompute_ref_logps(self, dataset, name, batch_size):
-        "Reference log-probs of every row before training. Every rank gets all of them from the gather, so an in-memory dataset takes them as columns on each rank; a dataset on disk caches them next to its files (read by every rank)."
-        if self._simpo: return dataset   # reference-free
-        if isinstance(dataset, IterableDataset):
-            raise ValueError("`precompute_ref_log_probs=True` needs a map-style Dataset, not an IterableDataset")
-        fingerprint = [Hasher.hash((dataset._fingerprint, self._precompute_model_hash, "wrpo-3"))]
-        broadcast_object_list(fingerprint, from_process=0)
-        cache_file = dataset._get_cache_file_path(fingerprint[0]) if dataset.cache_files else None  # None: in memory, nothing shared
-        if cache_file and os.path.exists(cache_file): return concatenate_datasets([dataset, Dataset.from_file(cache_file)], axis=1)
-        loader = self.accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False,
-                                                     num_workers=self.args.dataloader_num_workers))
-        model = None
-        if self.ref_model is None and self.is_deepspeed_enabled:   # ZeRO-3: the weights are sharded until an engine gathers them
-            if self._precompute_engine is None: self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
-            model = self._precompute_engine
-        cols = {c: [] for c in REF_COLUMNS}
-        for batch in tqdm(loader, desc=f"Reference log-probs for {name} dataset (3 completions)",
-                          disable=bool(os.environ.get("TQDM_DISABLE", "")) or not self.accelerator.is_main_process):
-            parts = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(model, batch))
-            for c, v in zip(REF_COLUMNS, parts): cols[c].append(v.float().cpu())
-        cols = {c: torch.cat(v) for c, v in cols.items()}
-        if len(cols[REF_COLUMNS[0]]) != len(dataset):
-            raise RuntimeError(f"reference log-probs: got {len(cols[REF_COLUMNS[0]])} values for {len(dataset)} rows of the {name} dataset")
-        if cache_file is None:
-            return concatenate_datasets([dataset, Dataset.from_dict({c: v.tolist() for c, v in cols.items()})], axis=1)
-        if self.accelerator.is_main_process:
-            dataset.map(lambda b, idx: {c: v[idx] for c, v in cols.items()}, with_indices=True, batched=True,
-                        remove_columns=dataset.column_names, new_fingerprint=fingerprint[0], cache_file_name=cache_file,
-                        desc=f"Caching reference log-probs for {name} dataset")
-        self.accelerator.wait_for_everyone()
-        return concatenate_datasets([dataset, Dataset.from_file(cache_file)], axis=1)
-
-    # ---- the schedule -------------------------------------------------------------------------------------
-    def get_train_dataloader(self)->DataLoader:
-        "transformers' training dataloader; its length (batches per process) is kept for the authors' alpha convention."
-        loader = super().get_train_dataloader()
-        try: self._train_batches_per_process = len(loader)
-        except TypeError: self._train_batches_per_process = None   # an IterableDataset has no length
-        return loader
-
-    def authors_total_steps(self)->int:
-        "The authors' step count N = ceil(epochs * floor(batches per process / gradient accumulation)), see `01_losses`."
-        n = getattr(self, "_train_batches_per_process", None)
-        if n is None: raise ValueError("alpha_convention='authors' needs a training dataloader with a length (not an IterableDataset)")
-        N = math.ceil(self.args.num_train_epochs * (n // self.args.gradient_accumulation_steps))
-        if N < 1: raise ValueError(f"alpha_convention='authors': N = ceil({self.args.num_train_epochs} epochs * floor({n} batches / "
-                                   f"{self.args.gradient_accumulation_steps} accumulation steps)) = 0 (the authors' code divides by it)")
-        return N
-
-    def current_alpha(self)->float:
-        "Fusion coefficient at the current optimiser step (restored with `global_step` on resume)."
-        a = self.args
-        if a.alpha_convention == "authors" and a.alpha_schedule == "dynamic":
-            return alpha_at(self.state.global_step, self.authors_total_steps(), a.alpha, a.alpha_schedule, "authors")
-        total = self.state.max_steps if self.state.max_steps and self.state.max_steps > 0 else 1
-        return alpha_at(min(self.state.global_step, total - 1), total, a.alpha, a.alpha_schedule)
-
-    # ---- the loss -------------------------------------------------------------------------------------------
-    def _compute_loss(self, model, inputs, return_outputs):
-        mode = "train" if self.model.training else "eval"
-        a = self.current_alpha()
-        ids, att = inputs["input_ids"], inputs["attention_mask"]
-        b = ids.size(0) // 3
-        weights = self.args.static_weights          # (w_ws, w_wt) fixed for the run, or None
-        grad_parts = [0, 1, 2] if weights is None else [k for k, w in zip((0, 1), weights) if w > 0] + [2]
-        rows = lambda parts: torch.cat([torch.arange(k * b, (k + 1) * b, device=ids.device) for k in parts])
-        logps_g, lens_g, outputs = self._forward_logps(model, inputs, grad_parts)
-        full = torch.zeros(3 * b, dtype=logps_g.dtype, device=ids.device)
-        logps = full.index_put((rows(grad_parts),), logps_g)
-        lens = full.detach().index_put((rows(grad_parts),), lens_g.to(full.dtype))
-        other = [k for k in (0, 1) if k not in grad_parts]
-        if other and self.args.log_unweighted_margins:   # zero-weight response: no gradient, only for the logged margins
-            lo, ln, _ = self._forward_logps(model, inputs, other, grad=False)
-            logps = logps.index_put((rows(other),), lo.to(logps.dtype)); lens = lens.index_put((rows(other),), ln.to(lens.dtype))
-        have = sorted(grad_parts + (other if self.args.log_unweighted_margins else []))
-        p_ws, p_wt, p_l = logps.chunk(3); l_ws, l_wt, l_l = lens.clamp(min=1).chunk(3)
-
-        if self._simpo: r_ws = r_wt = r_l = None
-        elif self.precompute_ref_logps: r_ws, r_wt, r_l = (inputs[c].to(logps.dtype) for c in REF_COLUMNS)
+    def tokenize_fn(ex):
+        conv = is_conversational(ex)
+        if conv:
+            prompt_ids = _tokenize(tok, ex["prompt"], add_generation_prompt=True)["input_ids"]
+            full = {f: _tokenize(tok, ex["prompt"] + ex[f])["input_ids"] for f in RESPONSE_FIELDS}
         else:
-            with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs), self._ref_context():
-                ref_model = self.ref_model if self.ref_model is not None else self.model
-                r, *_ = self._forward_logps(ref_model, inputs, have, grad=False)
-            ref = torch.zeros(3 * b, dtype=logps.dtype, device=ids.device).index_put((rows(have),), r.to(logps.dtype))
-            r_ws, r_wt, r_l = ref.chunk(3)
+            prompt_ids = _tokenize(tok, ex["prompt"])["input_ids"]
+            eos = tok.eos_token or ""
+            full = {f: _tokenize(tok, ex["prompt"] + (ex[f] if ex[f].endswith(eos) else ex[f] + eos))["input_ids"]
+                    for f in RESPONSE_FIELDS}
+        n = min(common_prefix_length(prompt_ids, ids) for ids in full.values())
+        out = {"prompt_ids": prompt_ids[:n]}
+        out.update({f"{f}_ids": full[f][n:] for f in RESPONSE_FIELDS})
+        return out
 
-        out = wrpo_loss(ResponseTensors(p_ws, p_wt, p_l), None if self._simpo else ResponseTensors(r_ws, r_wt, r_l),
-                        ResponseTensors(l_ws, l_wt, l_l), alpha=a, beta=self.args.beta, loss_type=self.args.loss_type,
-                        tau=self.args.tau, gamma=self.args.simpo_gamma, label_smoothing=self.args.label_smoothing,
-                        nll_coef=self.args.nll_coef)
-        loss = out.losses.mean()
-        self._log_wrpo_metrics(mode, a, out, logps.detach(), lens, have, outputs)
-        if return_outputs:
-            with torch.no_grad(): outputs = model(input_ids=ids, attention_mask=att)
-            return loss, outputs
-        return loss
+    with global_then_local_main_first():
+        dataset = dataset.map(tokenize_fn, **map_kwargs)
+        if args.max_length is not None and isinstance(dataset, Dataset):
+            too_long = [i for i, n in enumerate(map(len, dataset["prompt_ids"])) if n >= args.max_length]
+            if too_long:
+                logger.warning(f"{dataset_name}: dropping {len(too_long)} of {len(dataset)} rows whose prompt alone fills "
+                               f"max_length={args.max_length} (row indices {too_long[:10]}{'...' if len(too_long) > 10 else ''})")
+                if len(too_long) == len(dataset):
+                    raise ValueError(f"{dataset_name}: the prompt of every one of the {len(dataset)} rows fills max_length="
+                                     f"{args.max_length} tokens on its own (the longest {max(map(len, dataset['prompt_ids']))}); "
+                                     "raise max_length or shorten the prompts")
+                keep = sorted(set(range(len(dataset))) - set(too_long))
+                dataset = dataset.select(keep)
+    return dataset
 
-    def _log_wrpo_metrics(self, mode, a, out, logps, lens, have, outputs):
-        g = lambda x: self.accelerator.gather_for_metrics(x.detach().float()).mean().item()
-        m = self._metrics[mode]
-        m["alpha"].append(a)
-        names = ("source_chosen", "target_chosen", "rejected")
-        rew = dict(zip(names, (out.reward_ws, out.reward_wt, out.reward_l)))
-        for k, name in enumerate(names):
-            if k not in have: continue
-            m[f"rewards/{name}"].append(g(rew[name]))
-            lp, ln = logps.chunk(3)[k], lens.chunk(3)[k]
-            m[f"logps/{name}"].append(g(lp)); m[f"logps_per_token/{name}"].append(g(lp / ln.clamp(min=1)))
-        m["rewards/chosen"].append(g(out.reward_chosen))
-        pairs = {"hybrid": (out.margin_hybrid, 0 in have), "onpolicy": (out.margin_onpolicy, 1 in have), "weighted": (out.margin, True)}
-        for k, (mg, ok) in pairs.items():
-            if not ok: continue
-            m[f"margins/{k}"].append(g(mg)); m[f"accuracies/{k}"].append(g((mg > 0).float()))
-        m["rewards/margins"].append(g(out.margin)); m["rewards/accuracies"].append(g((out.margin > 0).float()))
-        if self.args.nll_coef > 0: m["nll"].append(g(out.nll))
-        if outputs.entropy is not None:
-            mask = outputs.label_mask
-            tot = self.accelerator.gather_for_metrics((outputs.entropy[:, -mask.size(1):] * mask).sum().detach()).sum()
-            n = self.accelerator.gather_for_metrics(mask.sum()).sum()
-            m["entropy"].append((tot / n).item() if n > 0 else 0.0)
+@patch
+def _set_signature_columns_if_needed(self:WRPOTrainer):
+    if self._signature_columns is None: self._signature_columns = ["prompt_ids", *ID_COLUMNS, *REF_COLUMNS]
+
+# %% ../nbs/06_trainer.ipynb #c35dcc01
+@patch
+def _seq_logps(self:WRPOTrainer, model, input_ids, attention_mask, completion_mask, grad=True):
+    "Summed completion log-probs, per-token log-probs and completion lengths of each row."
+    labels = input_ids.masked_fill(completion_mask == 0, -100)
+    ctx = contextlib.nullcontext() if grad else torch.no_grad()
+    with ctx:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False, fused_lm_head=True)
+    shift = completion_mask[:, 1:]
+    tok_logps = out.log_probs[:, -shift.size(1):]
+    return tok_logps.sum(1), shift.sum(1), out, tok_logps
+
+@patch
+def _layout(self:WRPOTrainer, model)->dict|None:
+    "`pack_responses` options for `model`, or None for the padded batch."
+    a = self.args
+    cfg = self.accelerator.unwrap_model(model).config
+    impl, window = getattr(cfg, "_attn_implementation", None), _attn_window(cfg)
+    share = a.share_prompt and impl in ("sdpa", "eager") and window != "mixed"   # 4-D masks: SDPA and eager only
+    if not (share or a.padding_free): return None
+    # an additive float mask: SDPA's CPU kernel converts a bool mask to float in every layer (and keeps each copy for
+    # backward); under mixed precision the query dtype differs from the parameters', so bool there
+    mixed = impl == "sdpa" and (a.bf16 or a.fp16)
+    dtype = torch.bool if mixed else next(model.parameters()).dtype
+    return dict(share_prompt=share, padding_free=a.padding_free, mask_dtype=dtype, window=window if share else None)
+
+@patch
+def _forward_logps(self:WRPOTrainer, model, inputs, parts=(0, 1, 2), grad=True):
+    "Summed log-probs and completion lengths of responses `parts` (part-major, shape (len(parts)*b,)) and the model outputs."
+    ids, att, cm = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
+    layout = self._layout(model)
+    if layout is None:
+        if len(parts) < 3:   # keep the selected rows, drop padding columns they do not need
+            b = ids.size(0) // 3
+            r = torch.cat([torch.arange(k * b, (k + 1) * b, device=ids.device) for k in parts]); T = int(att[r].sum(1).max())
+            ids, att, cm = ids[r, :T], att[r, :T], cm[r, :T]
+        logps, lens, out, _ = self._seq_logps(model, ids, att, cm, grad=grad)
+        return logps, lens, out
+    pk = pack_responses(ids, att, cm, parts=tuple(parts), **layout)
+    with contextlib.nullcontext() if grad else torch.no_grad():
+        out = model(input_ids=pk["input_ids"], attention_mask=pk["attention_mask"], position_ids=pk["position_ids"],
+                    labels=pk["labels"], use_cache=False, fused_lm_head=True)
+    seg = pk["segment"][:, 1:]; tok = out.log_probs[:, -seg.size(1):]; keep = seg >= 0
+    logps = tok.new_zeros(pk["n"], dtype=torch.float64).index_add(0, seg[keep], tok[keep].double()).to(tok.dtype)
+    return logps, torch.bincount(seg[keep], minlength=pk["n"]), out
+
+@patch
+def _ref_context(self:WRPOTrainer):
+    if self.ref_model is None and is_peft_model(self.model):
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        return use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+    return contextlib.nullcontext()
+
+@patch
+def _ref_logps(self:WRPOTrainer, inputs, model=None):
+    "Reference log-probs of all 3b rows, shape (3b,); `model` overrides the reference (e.g. a DeepSpeed inference engine)."
+    if model is None: model = self.ref_model if self.ref_model is not None else self.model
+    with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs), \
+         self._ref_context(), self.accelerator.autocast():
+        logps, *_ = self._forward_logps(model, inputs, grad=False)
+    return logps
+
+@patch
+def compute_ref_log_probs(self:WRPOTrainer, model, inputs):
+    "Reference log-probs of (y_ws, y_wt, y_l) for one padded batch."
+    return self._ref_logps(inputs, model).chunk(3, dim=0)
+
+@patch
+def _precompute_ref_logps(self:WRPOTrainer, dataset, name, batch_size):
+    "Reference log-probs of every row before training. Every rank gets all of them from the gather, so an in-memory dataset takes them as columns on each rank; a dataset on disk caches them next to its files (read by every rank)."
+    if self._simpo: return dataset   # reference-free
+    if isinstance(dataset, IterableDataset):
+        raise ValueError("`precompute_ref_log_probs=True` needs a map-style Dataset, not an IterableDataset")
+    fingerprint = [Hasher.hash((dataset._fingerprint, self._precompute_model_hash, "wrpo-3"))]
+    broadcast_object_list(fingerprint, from_process=0)
+    cache_file = dataset._get_cache_file_path(fingerprint[0]) if dataset.cache_files else None  # None: in memory, nothing shared
+    if cache_file and os.path.exists(cache_file): return concatenate_datasets([dataset, Dataset.from_file(cache_file)], axis=1)
+    loader = self.accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False,
+                                                 num_workers=self.args.dataloader_num_workers))
+    model = None
+    if self.ref_model is None and self.is_deepspeed_enabled:   # ZeRO-3: the weights are sharded until an engine gathers them
+        if self._precompute_engine is None: self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
+        model = self._precompute_engine
+    cols = {c: [] for c in REF_COLUMNS}
+    for batch in tqdm(loader, desc=f"Reference log-probs for {name} dataset (3 completions)",
+                      disable=bool(os.environ.get("TQDM_DISABLE", "")) or not self.accelerator.is_main_process):
+        parts = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(model, batch))
+        for c, v in zip(REF_COLUMNS, parts): cols[c].append(v.float().cpu())
+    cols = {c: torch.cat(v) for c, v in cols.items()}
+    if len(cols[REF_COLUMNS[0]]) != len(dataset):
+        raise RuntimeError(f"reference log-probs: got {len(cols[REF_COLUMNS[0]])} values for {len(dataset)} rows of the {name} dataset")
+    if cache_file is None:
+        return concatenate_datasets([dataset, Dataset.from_dict({c: v.tolist() for c, v in cols.items()})], axis=1)
+    if self.accelerator.is_main_process:
+        dataset.map(lambda b, idx: {c: v[idx] for c, v in cols.items()}, with_indices=True, batched=True,
+                    remove_columns=dataset.column_names, new_fingerprint=fingerprint[0], cache_file_name=cache_file,
+                    desc=f"Caching reference log-probs for {name} dataset")
+    self.accelerator.wait_for_everyone()
+    return concatenate_datasets([dataset, Dataset.from_file(cache_file)], axis=1)
+
+# %% ../nbs/06_trainer.ipynb #8b96fdd2
+@patch
+def get_train_dataloader(self:WRPOTrainer)->DataLoader:
+    "transformers' training dataloader; its length (batches per process) is kept for the authors' alpha convention."
+    loader = super(WRPOTrainer, self).get_train_dataloader()
+    try: self._train_batches_per_process = len(loader)
+    except TypeError: self._train_batches_per_process = None   # an IterableDataset has no length
+    return loader
+
+@patch
+def authors_total_steps(self:WRPOTrainer)->int:
+    "The authors' step count N = ceil(epochs * floor(batches per process / gradient accumulation)), see `01_losses`."
+    n = getattr(self, "_train_batches_per_process", None)
+    if n is None: raise ValueError("alpha_convention='authors' needs a training dataloader with a length (not an IterableDataset)")
+    N = math.ceil(self.args.num_train_epochs * (n // self.args.gradient_accumulation_steps))
+    if N < 1: raise ValueError(f"alpha_convention='authors': N = ceil({self.args.num_train_epochs} epochs * floor({n} batches / "
+                               f"{self.args.gradient_accumulation_steps} accumulation steps)) = 0 (the authors' code divides by it)")
+    return N
+
+@patch
+def current_alpha(self:WRPOTrainer)->float:
+    "Fusion coefficient at the current optimiser step (restored with `global_step` on resume)."
+    a = self.args
+    if a.alpha_convention == "authors" and a.alpha_schedule == "dynamic":
+        return alpha_at(self.state.global_step, self.authors_total_steps(), a.alpha, a.alpha_schedule, "authors")
+    total = self.state.max_steps if self.state.max_steps and self.state.max_steps > 0 else 1
+    return alpha_at(min(self.state.global_step, total - 1), total, a.alpha, a.alpha_schedule)
+
+# %% ../nbs/06_trainer.ipynb #9dd84bf1
+@patch
+def _compute_loss(self:WRPOTrainer, model, inputs, return_outputs):
+    mode = "train" if self.model.training else "eval"
+    a = self.current_alpha()
+    ids, att = inputs["input_ids"], inputs["attention_mask"]
+    b = ids.size(0) // 3
+    weights = self.args.static_weights          # (w_ws, w_wt) fixed for the run, or None
+    grad_parts = [0, 1, 2] if weights is None else [k for k, w in zip((0, 1), weights) if w > 0] + [2]
+    rows = lambda parts: torch.cat([torch.arange(k * b, (k + 1) * b, device=ids.device) for k in parts])
+    logps_g, lens_g, outputs = self._forward_logps(model, inputs, grad_parts)
+    full = torch.zeros(3 * b, dtype=logps_g.dtype, device=ids.device)
+    logps = full.index_put((rows(grad_parts),), logps_g)
+    lens = full.detach().index_put((rows(grad_parts),), lens_g.to(full.dtype))
+    other = [k for k in (0, 1) if k not in grad_parts]
+    if other and self.args.log_unweighted_margins:   # zero-weight response: no gradient, only for the logged margins
+        lo, ln, _ = self._forward_logps(model, inputs, other, grad=False)
+        logps = logps.index_put((rows(other),), lo.to(logps.dtype)); lens = lens.index_put((rows(other),), ln.to(lens.dtype))
+    have = sorted(grad_parts + (other if self.args.log_unweighted_margins else []))
+    p_ws, p_wt, p_l = logps.chunk(3); l_ws, l_wt, l_l = lens.clamp(min=1).chunk(3)
+
+    if self._simpo: r_ws = r_wt = r_l = None
+    elif self.precompute_ref_logps: r_ws, r_wt, r_l = (inputs[c].to(logps.dtype) for c in REF_COLUMNS)
+    else:
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs), self._ref_context():
+            ref_model = self.ref_model if self.ref_model is not None else self.model
+            r, *_ = self._forward_logps(ref_model, inputs, have, grad=False)
+        ref = torch.zeros(3 * b, dtype=logps.dtype, device=ids.device).index_put((rows(have),), r.to(logps.dtype))
+        r_ws, r_wt, r_l = ref.chunk(3)
+
+    out = wrpo_loss(ResponseTensors(p_ws, p_wt, p_l), None if self._simpo else ResponseTensors(r_ws, r_wt, r_l),
+                    ResponseTensors(l_ws, l_wt, l_l), alpha=a, beta=self.args.beta, loss_type=self.args.loss_type,
+                    tau=self.args.tau, gamma=self.args.simpo_gamma, label_smoothing=self.args.label_smoothing,
+                    nll_coef=self.args.nll_coef)
+    loss = out.losses.mean()
+    self._log_wrpo_metrics(mode, a, out, logps.detach(), lens, have, outputs)
+    if return_outputs:
+        with torch.no_grad(): outputs = model(input_ids=ids, attention_mask=att)
+        return loss, outputs
+    return loss
+
+@patch
+def _log_wrpo_metrics(self:WRPOTrainer, mode, a, out, logps, lens, have, outputs):
+    g = lambda x: self.accelerator.gather_for_metrics(x.detach().float()).mean().item()
+    m = self._metrics[mode]
+    m["alpha"].append(a)
+    names = ("source_chosen", "target_chosen", "rejected")
+    rew = dict(zip(names, (out.reward_ws, out.reward_wt, out.reward_l)))
+    for k, name in enumerate(names):
+        if k not in have: continue
+        m[f"rewards/{name}"].append(g(rew[name]))
+        lp, ln = logps.chunk(3)[k], lens.chunk(3)[k]
+        m[f"logps/{name}"].append(g(lp)); m[f"logps_per_token/{name}"].append(g(lp / ln.clamp(min=1)))
+    m["rewards/chosen"].append(g(out.reward_chosen))
+    pairs = {"hybrid": (out.margin_hybrid, 0 in have), "onpolicy": (out.margin_onpolicy, 1 in have), "weighted": (out.margin, True)}
+    for k, (mg, ok) in pairs.items():
+        if not ok: continue
+        m[f"margins/{k}"].append(g(mg)); m[f"accuracies/{k}"].append(g((mg > 0).float()))
+    m["rewards/margins"].append(g(out.margin)); m["rewards/accuracies"].append(g((out.margin > 0).float()))
+    if self.args.nll_coef > 0: m["nll"].append(g(out.nll))
+    if outputs.entropy is not None:
+        mask = outputs.label_mask
+        tot = self.accelerator.gather_for_metrics((outputs.entropy[:, -mask.size(1):] * mask).sum().detach()).sum()
+        n = self.accelerator.gather_for_metrics(mask.sum()).sum()
+        m["entropy"].append((tot / n).item() if n > 0 else 0.0)
 
 # %% ../nbs/06_trainer.ipynb #19669d99
 def sft_train(model,                  # the model to fine-tune (in place)
