@@ -163,7 +163,7 @@ def chatml_to_messages(prompt:str, # a ChatML text: <|im_start|>role\ncontent<|i
     return out
 
 def alpaca_eval_messages(instruction:str, output_1:str, output_2:str)->list[dict]:
-    "The judge's messages: each placeholder replaced once, in order, as alpaca_eval's `make_prompts` does"
+    "The judge's messages: each placeholder replaced once, in order, as alpaca_eval's prompt builder (utils.py) does"
     p = ALPACA_EVAL_TEMPLATE
     for k, v in (("instruction", instruction), ("output_1", output_1), ("output_2", output_2)): p = p.replace("{" + k + "}", str(v), 1)
     return chatml_to_messages(p)
