@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'ALPHA_CONVENTIONS', 'LOSS_TYPES', 'alpha_at', 'ResponseTensors', 'WRPOLossOutput', 'wrpo_loss']
+__all__ = ['SCHEDULES', 'ALPHA_CONVENTIONS', 'LOSS_TYPES', 'OBJECTIVES', 'SOURCE_WEIGHTINGS', 'alpha_at', 'ResponseTensors',
+           'WRPOLossOutput', 'source_weights', 'wrpo_loss']
 
 # %% ../nbs/01_losses.ipynb #59f4d439
 SCHEDULES = ("dynamic", "static")
@@ -45,6 +46,8 @@ def alpha_at(step:int,                 # optimiser steps already taken (0 for th
 
 # %% ../nbs/01_losses.ipynb #e25a6b78
 LOSS_TYPES = ("dpo", "ipo", "simpo")
+OBJECTIVES = ("wrpo", "sigmoid_mean", "ln_dpo")
+SOURCE_WEIGHTINGS = ("mean", "softmax")
 
 class ResponseTensors(NamedTuple):
     "One tensor per response of a WRPO quadruple: summed log-probs (policy or reference) or completion token counts."
@@ -56,14 +59,14 @@ class ResponseTensors(NamedTuple):
 class WRPOLossOutput(NamedTuple):
     "Per-example losses first, then the (detached) statistics a trainer logs, all of shape (b,)."
     losses:Tensor          # per-example loss (preference term + optional NLL term)
-    reward_ws:Tensor       # internal reward of y_ws (mean over k source responses)
+    reward_ws:Tensor       # internal reward of y_ws (the k source responses combined with the weights w)
     reward_wt:Tensor       # internal reward of y_wt
     reward_l:Tensor        # internal reward of y_l
-    reward_chosen:Tensor   # alpha * reward_ws + (1 - alpha) * reward_wt
+    reward_chosen:Tensor   # alpha * reward_ws + (1 - alpha) * reward_wt (1/2 each under "sigmoid_mean")
     margin_hybrid:Tensor   # reward_ws - reward_l (y_ls instead of y_l under Appendix F)
     margin_onpolicy:Tensor # reward_wt - reward_l
-    margin:Tensor          # alpha * margin_hybrid + (1 - alpha) * margin_onpolicy: what the loss acts on
-    nll:Tensor             # alpha * NLL(y_ws) + (1 - alpha) * NLL(y_wt), per token (0 when not computed)
+    margin:Tensor          # alpha * margin_hybrid + (1 - alpha) * margin_onpolicy: what the loss acts on ("sigmoid_mean": 1/2 each)
+    nll:Tensor             # alpha * NLL(y_ws) + (1 - alpha) * NLL(y_wt), per token (0 when not computed; 1/2 each under "sigmoid_mean")
 
 # %% ../nbs/01_losses.ipynb #b5782383
 def _as_tensor(name, x, like=None):
@@ -96,22 +99,78 @@ def _check_shapes(name:str, r:ResponseTensors, b:int):
                              f"with b={b} (batch size of `policy_logps.target_chosen`)")
 
 def _mean_k(x): return x.mean(dim=-1) if x.dim() == 2 else x
+def _source_mask(mask, sc):
+    "`mask` as a bool tensor shaped like `source_chosen` viewed as (b, k), or None; every row needs one True."
+    if mask is None: return None
+    b, k = sc.shape[0], (sc.shape[1] if sc.dim() == 2 else 1)
+    mask = torch.as_tensor(mask, device=sc.device)
+    if mask.dtype != torch.bool:
+        if mask.is_floating_point() or not ((mask == 0) | (mask == 1)).all():
+            raise TypeError(f"`source_mask` must be boolean (True = present), got dtype {mask.dtype}")
+        mask = mask.bool()
+    if mask.dim() == 1 and k == 1: mask = mask[:, None]
+    if tuple(mask.shape) != (b, k):
+        raise ValueError(f"`source_mask` has shape {tuple(mask.shape)}; expected {(b, k)} like `policy_logps.source_chosen`")
+    if not mask.any(-1).all():
+        rows = (~mask.any(-1)).nonzero().flatten().tolist()
+        raise ValueError(f"`source_mask` has no present source response in rows {rows} (every row needs at least one)")
+    return mask
+
+# %% ../nbs/01_losses.ipynb #5aa9634e
+def source_weights(source_chosen:Tensor,  # y_ws's tensor (log-probs or token counts), (b,) or (b, k): gives b, k, dtype, device
+                   weighting:str="mean",  # "mean" | "softmax" (see above)
+                   scores=None,           # external reward-model scores s_j, shape (b, k) ((b,) when k = 1); needed by "softmax"
+                   temperature:float=1.0, # "softmax"'s temperature T > 0, in score units
+                   mask=None,             # bool (b, k), True = present, at least one per row; None: all present
+                  )->Tensor:
+    "The (b, k) weights w that combine the k source responses' internal rewards: rows sum to 1, padded entries get 0."
+    if weighting not in SOURCE_WEIGHTINGS:
+        raise ValueError(f"`source_weighting` must be one of {SOURCE_WEIGHTINGS}, got {weighting!r}")
+    sc = source_chosen if source_chosen.dim() == 2 else source_chosen[:, None]
+    b, k = sc.shape
+    dt = sc.dtype if sc.is_floating_point() else torch.get_default_dtype()
+    m = _source_mask(mask, source_chosen)
+    if m is None: m = torch.ones(b, k, dtype=torch.bool, device=sc.device)
+    if weighting == "mean":
+        w = m.to(dt)
+        return w / w.sum(-1, keepdim=True)
+    if scores is None:
+        raise ValueError("source_weighting='softmax' needs `source_scores`: the reward-model scores of the source responses, shape (b, k)")
+    t = float(temperature)
+    if not (math.isfinite(t) and t > 0): raise ValueError(f"`source_temperature` must be a finite number > 0, got {temperature}")
+    s = torch.as_tensor(scores, device=sc.device)
+    if not s.is_floating_point(): s = s.to(dt)
+    if s.dim() == 1 and k == 1: s = s[:, None]
+    if tuple(s.shape) != (b, k):
+        raise ValueError(f"`source_scores` has shape {tuple(s.shape)}; expected {(b, k)} like `policy_logps.source_chosen`")
+    s = s.detach().to(torch.promote_types(s.dtype, torch.promote_types(dt, torch.float32)))
+    if not torch.isfinite(s[m]).all(): raise ValueError("`source_scores` must be finite where `source_mask` is True")
+    return torch.softmax(s.masked_fill(~m, float("-inf")) / t, dim=-1).to(dt)
 
 # %% ../nbs/01_losses.ipynb #7ed37cf0
 def wrpo_loss(policy_logps:ResponseTensors,       # policy log-probs summed over each response's tokens
               ref_logps:ResponseTensors|None=None, # reference log-probs, same shapes (not used by "simpo")
-              lengths:ResponseTensors|None=None,   # completion token counts, same shapes ("ipo", "simpo" and `nll_coef` > 0)
+              lengths:ResponseTensors|None=None,   # completion token counts, same shapes ("ipo", "simpo", "ln_dpo" and `nll_coef` > 0)
               *,
-              alpha:float=0.1,           # fusion coefficient in [0, 1] (a float, or a tensor broadcastable to (b,))
+              alpha:float=0.1,           # fusion coefficient in [0, 1] (a float, or a tensor broadcastable to (b,)); "sigmoid_mean" ignores it
               beta:float=0.1,            # reward scale for "dpo" and "simpo"
               loss_type:str="dpo",       # "dpo" | "ipo" | "simpo"
               tau:float=0.01,            # IPO's regularisation (target margin 1/(2 tau))
               gamma:float=0.0,           # SimPO's target reward margin
               label_smoothing:float=0.0, # cDPO / SimPO label smoothing in [0, 0.5)
               nll_coef:float=0.0,        # weight of the alpha-weighted NLL term on the chosen responses (paper: 0)
+              objective:str="wrpo",      # "wrpo" | "sigmoid_mean" (the authors' baseline) | "ln_dpo" (length-normalised, "dpo" only)
+              source_weighting:str="mean", # how k source responses combine: "mean" | "softmax" over `source_scores`
+              source_scores=None,          # external reward-model scores of the source responses, (b, k); needed by "softmax"
+              source_temperature:float=1.0, # temperature T > 0 of "softmax", in score units
+              source_mask=None,            # bool (b, k), True = present (rows with fewer source responses); None: all present
              )->WRPOLossOutput:
     "WRPO's per-example losses and logged statistics from summed response log-probs."
     if loss_type not in LOSS_TYPES: raise ValueError(f"`loss_type` must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if objective not in OBJECTIVES: raise ValueError(f"`objective` must be one of {OBJECTIVES}, got {objective!r}")
+    if objective == "ln_dpo" and loss_type != "dpo":
+        raise ValueError(f"objective='ln_dpo' is length-normalised DPO and needs loss_type='dpo', got {loss_type!r} "
+                         "(IPO and SimPO are length-normalised already)")
     _check_alpha(alpha)
     if not 0.0 <= label_smoothing < 0.5: raise ValueError(f"`label_smoothing` must lie in [0, 0.5), got {label_smoothing}")
     if loss_type == "ipo" and not tau > 0: raise ValueError(f"IPO needs `tau` > 0, got {tau}")
@@ -127,8 +186,9 @@ def wrpo_loss(policy_logps:ResponseTensors,       # policy log-probs summed over
         if r is not None: _check_shapes(name, r, b)
     appendix_f = policy.source_rejected is not None
     fields = ResponseTensors._fields[:4 if appendix_f else 3]
-    needed = (["ref_logps"] if loss_type != "simpo" else []) + (["lengths"] if loss_type in ("ipo", "simpo") or nll_coef > 0 else [])
-    why = f"loss_type={loss_type!r}{' with nll_coef > 0' if nll_coef > 0 else ''}"
+    needs_lens = loss_type in ("ipo", "simpo") or objective == "ln_dpo" or nll_coef > 0
+    needed = (["ref_logps"] if loss_type != "simpo" else []) + (["lengths"] if needs_lens else [])
+    why = f"loss_type={loss_type!r}{' with objective=' + repr(objective) if objective != 'wrpo' else ''}{' with nll_coef > 0' if nll_coef > 0 else ''}"
     for name in needed:
         if given[name] is None: raise ValueError(f"{why} needs `{name}`")
         for f in fields:
@@ -139,6 +199,17 @@ def wrpo_loss(policy_logps:ResponseTensors,       # policy log-probs summed over
         if r is not None and name != "policy_logps" and (name == "lengths" or name in needed) and r.source_chosen.shape != policy.source_chosen.shape:
             raise ValueError(f"`{name}.source_chosen` has shape {tuple(r.source_chosen.shape)} but "
                              f"`policy_logps.source_chosen` has {tuple(policy.source_chosen.shape)}")
+    mask = _source_mask(source_mask, policy.source_chosen)
+    if mask is not None:   # padded source responses: neutral values, so nothing non-finite reaches the loss or its gradient
+        m = mask if policy.source_chosen.dim() == 2 else mask[:, 0]
+        fill = lambda r, v: None if r is None else r._replace(source_chosen=r.source_chosen.masked_fill(~m, v))
+        policy, given["ref_logps"], given["lengths"] = fill(policy, 0.0), fill(given["ref_logps"], 0.0), fill(given["lengths"], 1.0)
+    # default ("mean", no padding): the plain mean over k, bit for bit the previous loss
+    w = None if source_weighting == "mean" and mask is None else source_weights(
+        policy.source_chosen, source_weighting, source_scores, source_temperature, mask)
+    def combine(r):
+        if w is None: return _mean_k(r)
+        return (w.to(r.dtype) * (r if r.dim() == 2 else r[:, None])).sum(-1)
     ref, lens = given["ref_logps"], given["lengths"]
     if lens is not None:
         for f, n in zip(ResponseTensors._fields, lens):
@@ -146,25 +217,28 @@ def wrpo_loss(policy_logps:ResponseTensors,       # policy log-probs summed over
 
     def reward(f):
         pol = getattr(policy, f)
-        if loss_type == "dpo": r = beta * (pol - getattr(ref, f))
+        if loss_type == "dpo":
+            r = beta * (pol - getattr(ref, f)) if objective != "ln_dpo" else beta * ((pol - getattr(ref, f)) / getattr(lens, f))
         elif loss_type == "ipo": r = (pol - getattr(ref, f)) / getattr(lens, f)
         else: r = beta * pol / getattr(lens, f)
-        return _mean_k(r)
+        return combine(r)
+
+    def pair_loss(m):
+        "The flavour's per-example loss on a margin m."
+        if loss_type == "dpo": return -(1 - label_smoothing) * F.logsigmoid(m) - label_smoothing * F.logsigmoid(-m)
+        if loss_type == "ipo": return (m - 1 / (2 * tau)) ** 2
+        return -(1 - label_smoothing) * F.logsigmoid(m - gamma) - label_smoothing * F.logsigmoid(-(m - gamma))
 
     alpha = alpha.to(wt) if isinstance(alpha, Tensor) else alpha
+    if objective == "sigmoid_mean": alpha = 0.5   # the authors' baseline weighs both chosen responses equally, alpha unused
     r_ws, r_wt, r_l = reward("source_chosen"), reward("target_chosen"), reward("rejected")
     r_neg_hybrid = reward("source_rejected") if appendix_f else r_l
     m_hybrid, m_on = r_ws - r_neg_hybrid, r_wt - r_l
     m = alpha * m_hybrid + (1 - alpha) * m_on
-    if loss_type == "dpo":
-        losses = -(1 - label_smoothing) * F.logsigmoid(m) - label_smoothing * F.logsigmoid(-m)
-    elif loss_type == "ipo":
-        losses = (m - 1 / (2 * tau)) ** 2
-    else:
-        losses = -(1 - label_smoothing) * F.logsigmoid(m - gamma) - label_smoothing * F.logsigmoid(-(m - gamma))
+    losses = 0.5 * pair_loss(m_hybrid) + 0.5 * pair_loss(m_on) if objective == "sigmoid_mean" else pair_loss(m)
     nll = torch.zeros_like(losses)
     if nll_coef > 0:
-        nll = alpha * _mean_k(-policy.source_chosen / lens.source_chosen) + (1 - alpha) * (-policy.target_chosen / lens.target_chosen)
+        nll = alpha * combine(-policy.source_chosen / lens.source_chosen) + (1 - alpha) * (-policy.target_chosen / lens.target_chosen)
         losses = losses + nll_coef * nll
     d = lambda x: x.detach()
     return WRPOLossOutput(losses, d(r_ws), d(r_wt), d(r_l), d(alpha * r_ws + (1 - alpha) * r_wt),
