@@ -35,7 +35,7 @@ def test_killed_build_leaves_no_half_model(tmp_path):
     names = list(WORLD["models"])
     visible = sorted(x.name for x in root.iterdir() if not x.name.startswith("."))
     assert visible == [names[0]]  # only the finished model is visible
-    half = [x for x in root.iterdir() if x.name.startswith(f".{names[1]}.tmp-")]
+    half = [x for x in root.iterdir() if x.name.startswith(f".tmp-{names[1]}-")]   # wrpo.files.temp_path names
     assert len(half) == 1 and not (half[0] / "toyworld.json").exists()
     t0 = time.time()
     before = os.path.getmtime(root / names[0] / "toyworld.json")
