@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest, yaml
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install 'wrpo[deepspeed]')")
-from wrpo.testing import paper_mini, config_diff, PAPER_MINI_KEYS
+from wrpo.config import config_changes
+from wrpo.testing import paper_mini, PAPER_MINI_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
@@ -25,7 +26,7 @@ def run(tmp_path_factory):
 
 def test_differs_from_paper_only_in_locations_sizes_counts(run):
     paper = yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text())
-    diff = set(config_diff(paper, run[1]))
+    diff = set(config_changes(paper, run[1], into_lists=False))
     assert diff <= set().union(*PAPER_MINI_KEYS.values()), diff - set().union(*PAPER_MINI_KEYS.values())
     assert run[1]["train"]["launcher"]["accelerate_config"] == paper["train"]["launcher"]["accelerate_config"]
 

@@ -393,6 +393,13 @@ def eval_spec(self:Run,
                    extra={**(base.extra if backend == base.backend else {}), **e.extra})
 
 @patch
+def _answer_stage(self:Run, name:str, spec:ModelSpec)->tuple[dict, list]:
+    "The settings of `spec` that change a model's answers (paths inside the run relative: a run dir may move), and the stages it comes from"
+    s = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "batch_size", "max_concurrency", "timeout")}
+    if str(spec.model).startswith(str(self.dir)): s["model"] = os.path.relpath(spec.model, self.dir)
+    return s, [f"train/{name}"] if name in self.cfg.train.variants else (["sft"] if name == "target_sft" else [])
+
+@patch
 def evaluate(self:Run,
              name:str, # the model's name: a source's name, "target", "target_sft" or a variant
              path, # the model to load, as `model_paths` gives it
@@ -400,10 +407,8 @@ def evaluate(self:Run,
     "Answers of model `name` on the held-out prompts (the configured backend), judged by the reward: eval/<name>.json."
     out = self.path("eval", f"{name}.json")
     e, spec = self.cfg.eval, self.eval_spec(name, path)
-    settings = dict(spec={k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "batch_size", "max_concurrency", "timeout")},
-                    prompts=dataclasses.asdict(e.prompts), group_by=e.group_by, exact=e.exact, reward=dataclasses.asdict(self.resolved.reward))
-    if str(spec.model).startswith(str(self.dir)): settings["spec"]["model"] = os.path.relpath(spec.model, self.dir)  # a run dir may move
-    up = [f"train/{name}"] if name in self.cfg.train.variants else (["sft"] if name == "target_sft" else [])
+    s, up = self._answer_stage(name, spec)
+    settings = dict(spec=s, prompts=dataclasses.asdict(e.prompts), group_by=e.group_by, exact=e.exact, reward=dataclasses.asdict(self.resolved.reward))
     if self.stages.current(f"eval/{name}", settings, [out], up): return _read_json(out)
     from wrpo.evaluate import judge_answers
     from wrpo.sampling import load_sampler
@@ -470,9 +475,7 @@ def benchmarks(self:Run,
     out = self.path("benchmarks")
     for b in bs.names:
         for n, spec in specs.items():
-            s = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "batch_size", "max_concurrency", "timeout")}
-            if str(spec.model).startswith(str(self.dir)): s["model"] = os.path.relpath(spec.model, self.dir)  # a run dir may move
-            up = [f"train/{n}"] if n in self.cfg.train.variants else (["sft"] if n == "target_sft" else [])
+            s, up = self._answer_stage(n, spec)
             self.stages.current(f"bench/{b}/{n}", dict(spec=s, n_questions=bs.n_questions, max_new_tokens=bs.max_new_tokens),
                                 [answer_path(b, out / b, n)], up)
     res = run_benchmarks(bs.names, specs, out, bs.judge, bs.data_dir, bs.n_questions, bs.max_new_tokens, bs.judge_logprobs,

@@ -17,7 +17,7 @@ from .data import to_messages
 
 # %% auto #0
 __all__ = ['TOKENIZER_KINDS', 'ARCHITECTURES', 'PAPER_MINI_KEYS', 'tiny_tokenizer', 'tiny_lm', 'toy_quadruples',
-           'benchmark_fixtures', 'ProtocolJudge', 'ultrafeedback_rows', 'alpaca_eval_rows', 'paper_mini', 'config_diff',
+           'benchmark_fixtures', 'ProtocolJudge', 'ultrafeedback_rows', 'alpaca_eval_rows', 'paper_mini',
            'trl_dpo_loss', 'trl_simpo_loss', 'cpu_args']
 
 # %% ../nbs/90_testing.ipynb #aae34146
@@ -286,14 +286,6 @@ def paper_mini(root,            # folder that receives the checkpoints, the rewa
     cfg["benchmarks"]["judge"].update(endpoint="http://127.0.0.1:9/v1", api_key_env=None)   # the test serves a judge there
     return cfg
 
-def config_diff(a,          # a nested dict (a config), or a leaf value
-                b,          # the other one
-                prefix="",  # dotted path of `a` and `b` inside the top-level dicts (for the recursion)
-               )->list:
-    "Dotted keys where nested dicts `a` and `b` differ (a list of different length, or any list of dicts, counts as one key)"
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [k for key in sorted(set(a) | set(b)) for k in config_diff(a.get(key), b.get(key), f"{prefix}{key}.")]
-    return [] if a == b else [prefix.rstrip(".")]
 
 # %% ../nbs/90_testing.ipynb #8fa8a829
 def trl_dpo_loss(chosen_logps:torch.Tensor,       # policy log-prob of each chosen response, summed over tokens, shape (b,)
