@@ -14,7 +14,7 @@ from .config import Config, ModelSpec, load_config, config_changes
 from .data import read_rows, to_messages, prompt_text
 from .files import atomic_write_text, atomic_write_json, write_jsonl, read_jsonl, atomic_save_dataset
 from .sampling import load_sampler, derive_seed
-from .selection import select_source, select_target, source_contribution
+from .selection import select_same_source, select_source, select_target, source_contribution
 from .rewards import load_scorer, Scorer, CallableScorer
 
 logger = logging.getLogger("wrpo.build")
@@ -102,11 +102,14 @@ def parse_shard(s, # 'i/n' (job i of n, 0 <= i < n), an (i, n) tuple (returned a
     if not (n >= 1 and 0 <= i < n): raise ValueError(f"--shard: need 0 <= i < n, got {s!r}")
     return i, n
 
+_LATER_DEFAULTS = dict(source_k=1, source_distinct=False, same_source_min_gap=None)   # knobs added after builds existed
+
 def content_settings(cfg:Config, # a validated config
                     )->dict:
     "The config entries that determine the data (a change in any of them makes a different build)."
     src = [{k: v for k, v in asdict(s).items() if k not in NOT_CONTENT} for s in cfg.sources]
-    b = {k: v for k, v in asdict(cfg.build).items() if k not in ("jsonl", "reuse_target_samples")}
+    b = {k: v for k, v in asdict(cfg.build).items() if k not in ("jsonl", "reuse_target_samples")
+         and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}   # at their defaults, later knobs leave earlier builds valid
     r = {k: v for k, v in asdict(cfg.reward).items() if k not in ("device", "batch_size")}
     return dict(sources=src, reward=r, build=b)
 
@@ -258,7 +261,13 @@ def _score_sources(bd: BuildDir, cfg: Config, shards: dict, prompts: dict, score
                 top = [cands[pid][i] for i in select_source(cands[pid], cfg.build.top_k)]
                 scores = {s: [c["score"] for c in cands[pid] if c["source"] == s] for s in names}
                 st = {s: samp[s][pid]["status"] for s in names if samp[s][pid]["status"] not in ("ok", "reused")}
-                out.append(dict(prompt_id=pid, top=top, scores=scores, source_status=st, status="ok" if top else "no_source_response"))
+                row = dict(prompt_id=pid, top=top, scores=scores, source_status=st, status="ok" if top else "no_source_response")
+                if cfg.build.source_k > 1 or cfg.build.source_distinct:   # the quadruple's k source responses, best first
+                    row["quad"] = [cands[pid][i] for i in select_source(cands[pid], cfg.build.source_k, cfg.build.source_distinct)]
+                if cfg.build.same_source_min_gap is not None:
+                    pair = select_same_source(cands[pid], cfg.build.same_source_min_gap)
+                    row["same_source"] = None if pair is None else [cands[pid][i] for i in pair]
+                out.append(row)
             write_jsonl(bd.shard_file("scored", j), out, clean=True)
             bar.update(len(ids))
     finally: bar.close(); lazy.close()
@@ -371,6 +380,15 @@ def _quadruple(rec, sr, texts, scores, best, worst, status, keep) -> dict:
                    score_rejected=scores[worst], source_sample_index=ws["sample_index"], target_chosen_index=best,
                    rejected_index=worst, all_source_scores=json.dumps(sr["scores"]), all_target_scores=list(scores),
                    **{c: rec.get(c) for c in keep})
+        if "quad" in sr:   # y_ws^(2..k); quad[0] is y_ws itself
+            ex = sr["quad"][1:]
+            row.update(extra_source_chosen=[a(c["text"]) for c in ex], extra_source_ids=[c["source"] for c in ex],
+                       extra_score_source_chosen=[c["score"] for c in ex], extra_source_sample_index=[c["sample_index"] for c in ex])
+        if "same_source" in sr:
+            c, r = sr["same_source"] or (None, None)
+            row.update(same_source_chosen=c and a(c["text"]), same_source_rejected=r and a(r["text"]),
+                       same_source_id=c and c["source"], score_same_source_chosen=c and c["score"],
+                       score_same_source_rejected=r and r["score"])
     return row
 
 def build_targets(cfg, # a `Config`, its dict form or a YAML path

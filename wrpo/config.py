@@ -76,6 +76,9 @@ class BuildSpec:
     shard_size: int = 64  # prompts per shard (unit of atomic writes and of resume)
     tie_policy: str = "drop"  # target rows with best == worst score or too few non-empty responses
     top_k: int = 1  # source responses kept per prompt for SFT (the quadruple uses the best)
+    source_k: int = 1  # source responses per quadruple, best first: y_ws and up to k-1 more in `extra_source_chosen`
+    source_distinct: bool = False  # take the k source responses from k different sources
+    same_source_min_gap: float | None = None  # also write FuseChat-3.0 pairs (best/worst of one source) with at least this reward gap
     max_prompt_tokens: int | None = None  # global prompt-length limit, on top of each model's own
     skip_failed: bool = False  # count and skip bad prompts / failing backends instead of stopping
     prompt_field: str | None = None  # column holding the prompt; None -> prompt, instruction, question, messages
@@ -268,6 +271,9 @@ def validate_config(cfg:Config, # the configuration to check (returned unchanged
     if not 0 <= b.sft_fraction < 1: raise ConfigError(f"build.sft_fraction: must be in [0, 1), got {b.sft_fraction}")
     if b.shard_size < 1: raise ConfigError(f"build.shard_size: must be >= 1, got {b.shard_size}")
     if b.top_k < 1: raise ConfigError(f"build.top_k: must be >= 1, got {b.top_k}")
+    if b.source_k < 1: raise ConfigError(f"build.source_k: must be >= 1, got {b.source_k}")
+    if b.same_source_min_gap is not None and not b.same_source_min_gap >= 0:
+        raise ConfigError(f"build.same_source_min_gap: must be >= 0 (or null: no same-source pairs), got {b.same_source_min_gap}")
     if b.tie_policy not in TIE_POLICIES: raise ConfigError(f"build.tie_policy: {b.tie_policy!r} is not one of {TIE_POLICIES}")
     _check_rows(p.prompts, "pipeline.prompts"); _check_rows(e.prompts, "eval.prompts")
     if p.models is not None and ":" not in p.models.call: raise ConfigError(f"pipeline.models.call: expected 'module:attr', got {p.models.call!r}")

@@ -13,13 +13,16 @@ import datasets
 from datasets import Dataset, DatasetDict
 
 # %% auto #0
-__all__ = ['RESPONSE_FIELDS', 'QUADRUPLE_FIELDS', 'SCORE_FIELDS', 'QuadrupleError', 'validate_row', 'to_messages', 'prompt_text',
-           'from_release_row', 'read_rows', 'detect_schema', 'validate_quadruples', 'load_quadruples', 'to_pairs']
+__all__ = ['RESPONSE_FIELDS', 'QUADRUPLE_FIELDS', 'SCORE_FIELDS', 'EXTRA_FIELDS', 'SAME_SOURCE_FIELDS', 'QuadrupleError',
+           'validate_row', 'to_messages', 'prompt_text', 'from_release_row', 'to_release_row', 'read_rows',
+           'detect_schema', 'validate_quadruples', 'load_quadruples', 'to_pairs', 'same_source_pairs']
 
 # %% ../nbs/02_data.ipynb #4ed09db6
 RESPONSE_FIELDS = ("source_chosen", "target_chosen", "rejected")
 QUADRUPLE_FIELDS = ("prompt",) + RESPONSE_FIELDS
 SCORE_FIELDS = ("score_source_chosen", "score_target_chosen", "score_rejected")
+EXTRA_FIELDS = ("extra_source_chosen", "extra_source_ids", "extra_score_source_chosen")   # y_ws^(2..k), their sources and scores
+SAME_SOURCE_FIELDS = ("same_source_chosen", "same_source_rejected", "same_source_id", "score_same_source_chosen", "score_same_source_rejected")
 
 class QuadrupleError(ValueError):
     "A quadruple row that cannot be trained on; the message names the row index and the field."
@@ -65,7 +68,36 @@ def validate_row(row:dict, # one quadruple in the canonical schema (prompt, sour
             if not math.isfinite(s): raise QuadrupleError(f"row {i}, field '{f}': non-finite score {s}")
     if "source_id" in row and row["source_id"] is not None and not isinstance(row["source_id"], str):
         raise QuadrupleError(f"row {i}, field 'source_id': expected a string, got {_short(row['source_id'])}")
+    _check_extra(row, i, kinds["prompt"])
+    for f in SAME_SOURCE_FIELDS[:2]:
+        if row.get(f) is not None: _check_response(row[f], f, i, kinds["prompt"])
     return row
+
+def _check_response(v, field, i, plain):
+    "One response, in the row's format (a string for plain rows, assistant messages for chat rows)."
+    if plain != isinstance(v, str):
+        raise QuadrupleError(f"row {i}, field '{field}': expected {'a string' if plain else 'assistant messages'} like the row's "
+                             f"other responses, got {_short(v)}")
+    if plain:
+        if not v.strip(): raise QuadrupleError(f"row {i}, field '{field}': empty string")
+    else: _check_messages(v, field, i, {"assistant"})
+
+def _check_extra(row, i, plain):
+    "`extra_source_chosen` (a list of responses) and its parallel `extra_source_ids` / `extra_score_source_chosen` lists."
+    ex = row.get("extra_source_chosen")
+    if ex is None:
+        if any(row.get(f) for f in EXTRA_FIELDS[1:]): raise QuadrupleError(f"row {i}: {list(EXTRA_FIELDS[1:])} given without 'extra_source_chosen'")
+        return
+    if not isinstance(ex, list): raise QuadrupleError(f"row {i}, field 'extra_source_chosen': expected a list of responses, got {_short(ex)}")
+    for j, v in enumerate(ex): _check_response(v, f"extra_source_chosen[{j}]", i, plain)
+    for f in EXTRA_FIELDS[1:]:
+        v = row.get(f)
+        if v is None: continue
+        if not isinstance(v, list) or len(v) != len(ex):
+            raise QuadrupleError(f"row {i}, field '{f}': expected a list of {len(ex)} (one per extra source response), got {_short(v)}")
+        for j, x in enumerate(v):
+            ok = isinstance(x, str) if f == "extra_source_ids" else (isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x))
+            if not ok: raise QuadrupleError(f"row {i}, field '{f}[{j}]': expected {'a string' if f == 'extra_source_ids' else 'a finite number'}, got {_short(x)}")
 
 # %% ../nbs/02_data.ipynb #747f27e4
 def to_messages(x, # a string, one message dict, or a list of {role, content} message dicts
@@ -119,6 +151,18 @@ def from_release_row(row:dict, # a row of the public release: prompt, chosen=[y_
     out["source_chosen"] = _assistant_part(ch[0], "chosen[0] (y_ws)", i)
     out["target_chosen"] = _assistant_part(ch[1], "chosen[1] (y_wt)", i)
     out["rejected"] = _assistant_part(rj, "rejected[0] (y_l)", i)
+    if isinstance(row.get("extra_source_chosen"), list):   # the extra source responses, as whole conversations or assistant turns
+        out["extra_source_chosen"] = [_assistant_part(v, f"extra_source_chosen[{j}]", i) for j, v in enumerate(row["extra_source_chosen"])]
+    for f in SAME_SOURCE_FIELDS[:2]:
+        if row.get(f) is not None: out[f] = _assistant_part(row[f], f, i)
+    return out
+
+def to_release_row(row:dict, # a canonical quadruple row with chat-message fields
+                  )->dict:
+    "The public-release form of a canonical row: `chosen` = [x + y_ws, x + y_wt], `rejected` = [x + y_l]; other columns (the extra source responses too) kept as they are."
+    conv = lambda f: to_messages(row["prompt"]) + to_messages(row[f], "assistant")
+    out = {k: v for k, v in row.items() if k not in RESPONSE_FIELDS}
+    out.update(chosen=[conv("source_chosen"), conv("target_chosen")], rejected=[conv("rejected")])
     return out
 
 # %% ../nbs/02_data.ipynb #48088e3f
@@ -180,6 +224,10 @@ def _as_chat_row(row):
     out = dict(row)
     for f in QUADRUPLE_FIELDS:
         if isinstance(row[f], str): out[f] = to_messages(row[f], "user" if f == "prompt" else "assistant")
+    if isinstance(row.get("extra_source_chosen"), list):
+        out["extra_source_chosen"] = [to_messages(v, "assistant") if isinstance(v, str) else v for v in row["extra_source_chosen"]]
+    for f in SAME_SOURCE_FIELDS[:2]:
+        if isinstance(row.get(f), str): out[f] = to_messages(row[f], "assistant")
     return out
 
 def validate_quadruples(rows:Iterable[dict], # quadruple rows in the canonical schema
@@ -232,3 +280,18 @@ def to_pairs(ds:Dataset, # quadruples in the canonical schema
     "trl preference pairs (prompt, chosen, rejected) from quadruples: `chosen` is 'target_chosen' (on-policy) or 'source_chosen' (hybrid)."
     if chosen not in ("target_chosen", "source_chosen"): raise ValueError(f"`chosen` must be 'target_chosen' or 'source_chosen', got {chosen!r}")
     return ds.select_columns(["prompt", chosen, "rejected"]).rename_column(chosen, "chosen")
+
+# %% ../nbs/02_data.ipynb #14cf0cc7
+def same_source_pairs(ds:Dataset, # quadruples built with `build.same_source_min_gap` (the `same_source_*` columns)
+                     )->Dataset:
+    "FuseChat-3.0's data on the quadruple schema: the rows with a same-source pair, whose best/worst responses become `source_chosen`/`rejected` (train with alpha = 1)."
+    if "same_source_chosen" not in ds.column_names:
+        raise ValueError("the quadruples have no 'same_source_chosen' column: build with build.same_source_min_gap set "
+                         "(FuseChat-3.0's pairs: best and worst response of one source)")
+    keep = [i for i, (c, r) in enumerate(zip(ds["same_source_chosen"], ds["same_source_rejected"])) if c is not None and r is not None]
+    if not keep: raise ValueError(f"none of the {len(ds)} rows has a same-source pair (lower build.same_source_min_gap?)")
+    ren = {k: v for k, v in zip(SAME_SOURCE_FIELDS, ("source_chosen", "rejected", "source_id", "score_source_chosen", "score_rejected"))
+           if k in ds.column_names}
+    ds = ds.select(keep)
+    ds = ds.remove_columns([c for c in (*ren.values(), *EXTRA_FIELDS) if c in ds.column_names])   # y_l and the extras are not FuseChat's
+    return ds.rename_columns(ren)

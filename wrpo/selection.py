@@ -8,15 +8,18 @@ Docs: https://wrpo-dev.github.io/wrpo/selection.html.md"""
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['SELECTION_STATUSES', 'select_source', 'select_target', 'source_contribution']
+__all__ = ['SELECTION_STATUSES', 'select_source', 'select_target', 'select_same_source', 'source_contribution']
 
 # %% ../nbs/01a_selection.ipynb #f81685c4
 def select_source(candidates:list[dict], # one per source sample: {source, sample_index, text, score}, in config order
                   top_k:int=1, # how many of the best to return (1: the paper's y_ws)
+                  distinct:bool=False, # at most one response per source (the best of each source)
                  )->list[int]:
     "Indices of the `top_k` best non-empty candidates, best first; ties go to the earlier candidate."
-    ok = [i for i, c in enumerate(candidates) if c["text"].strip()]
-    return sorted(ok, key=lambda i: (-candidates[i]["score"], i))[:top_k]
+    ok = sorted((i for i, c in enumerate(candidates) if c["text"].strip()), key=lambda i: (-candidates[i]["score"], i))
+    if distinct:
+        seen = set(); ok = [i for i in ok if not (candidates[i]["source"] in seen or seen.add(candidates[i]["source"]))]
+    return ok[:top_k]
 
 # %% ../nbs/01a_selection.ipynb #d833be52
 SELECTION_STATUSES = ("ok", "tie", "identical", "empty")
@@ -32,6 +35,25 @@ def select_target(texts:list[str], # the target's N sampled responses
     worst = min((i for i in ok if i != best), key=lambda i: (scores[i], i))
     if texts[best].strip() == texts[worst].strip(): return best, worst, "identical"
     return best, worst, "tie" if scores[best] == scores[worst] else "ok"
+
+# %% ../nbs/01a_selection.ipynb #2b7941ff
+def select_same_source(candidates:list[dict], # one per source sample: {source, sample_index, text, score}, in config order
+                       min_gap:float=0.0, # the least reward gap between chosen and rejected
+                      )->tuple[int, int]|None:
+    "`(chosen, rejected)` indices of one source's best and worst responses (FuseChat-3.0's pair), or None."
+    ok = [i for i, c in enumerate(candidates) if c["text"].strip()]
+    order = sorted(ok, key=lambda i: (-candidates[i]["score"], i))
+    pairs = {}
+    for s in dict.fromkeys(candidates[i]["source"] for i in ok):
+        mine = [i for i in order if candidates[i]["source"] == s]
+        if len(mine) < 2: continue
+        best = mine[0]; worst = min(mine[1:], key=lambda i: (candidates[i]["score"], i))
+        gap = candidates[best]["score"] - candidates[worst]["score"]
+        if gap >= min_gap and candidates[best]["text"].strip() != candidates[worst]["text"].strip(): pairs[s] = (best, worst, gap)
+    if not pairs: return None
+    top = candidates[order[0]]["source"]
+    s = top if top in pairs else max(pairs, key=lambda s: pairs[s][2])   # max keeps the first source on equal gaps
+    return pairs[s][:2]
 
 # %% ../nbs/01a_selection.ipynb #291d02e9
 def source_contribution(source_ids, # the `source_id` of each row (a list of names), or rows (dicts) with a `source_id`
