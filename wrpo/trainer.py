@@ -15,7 +15,7 @@ import torch
 from fastcore.basics import patch
 from torch import Tensor
 from accelerate.utils import broadcast_object_list, is_peft_model, tqdm
-from datasets import Dataset, IterableDataset, concatenate_datasets
+from datasets import Dataset, Features, IterableDataset, Sequence, Value, concatenate_datasets
 from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader
 from transformers.data.data_collator import DataCollatorMixin
@@ -24,18 +24,21 @@ from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 from trl.data_utils import _tokenize, common_prefix_length, is_conversational
 from trl.models import prepare_deepspeed
 from trl.models.utils import disable_gradient_checkpointing as _trl_disable_checkpointing
-from .config import checkpointing_field
 from trl.trainer.utils import global_then_local_main_first, pad, use_adapter
 
-from .config import device_defaults
-from .data import RESPONSE_FIELDS, validate_quadruples
-from .losses import ALPHA_CONVENTIONS, LOSS_TYPES, SCHEDULES, ResponseTensors, alpha_at, wrpo_loss
+from .config import checkpointing_field, device_defaults
+from .data import EXTRA_FIELDS, RESPONSE_FIELDS, same_source_pairs, validate_quadruples
+from .losses import (ALPHA_CONVENTIONS, LOSS_TYPES, OBJECTIVES, SCHEDULES, SOURCE_WEIGHTINGS, ResponseTensors, alpha_at,
+                         wrpo_loss)
+
+DATA_MODES = ("quadruple", "same_source")
 
 logger = logging.get_logger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'REF_COLUMNS', 'ID_COLUMNS', 'disable_gradient_checkpointing', 'WRPOConfig', 'DataCollatorForWRPO',
-           'pack_responses', 'WRPOTrainer', 'sft_train']
+__all__ = ['DATA_MODES', 'logger', 'REF_COLUMNS', 'ID_COLUMNS', 'EXTRA_IDS', 'EXTRA_REF', 'SOURCE_SCORES',
+           'disable_gradient_checkpointing', 'WRPOConfig', 'DataCollatorForWRPO', 'pack_responses', 'WRPOTrainer',
+           'sft_train']
 
 # %% ../nbs/06_trainer.ipynb #8f7d8a8a
 @contextlib.contextmanager
@@ -62,6 +65,11 @@ class WRPOConfig(DPOConfig):
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "default: on with CUDA, off on CPU"})
     padding_free: bool = field(default=True, metadata={"help": "pack sequences into rows with position_ids restarting per segment, no padding between them"})
     share_prompt: bool = field(default=True, metadata={"help": "encode each prompt once for its three responses (4-D block mask)"})
+    objective: str = field(default="wrpo", metadata={"help": f"one of {OBJECTIVES}: WRPO, the authors' `sigmoid` baseline (mean of the two DPO losses), FuseChat-3.0's length-normalised DPO"})
+    source_k: int | None = field(default=1, metadata={"help": "source responses per row: y_ws and up to k-1 of `extra_source_chosen` (1: the paper's y_ws alone; None: all the data has)"})
+    source_weighting: str = field(default="mean", metadata={"help": f"one of {SOURCE_WEIGHTINGS}: how the k source responses' internal rewards combine"})
+    source_temperature: float = field(default=1.0, metadata={"help": "temperature of the 'softmax' source weighting, in reward-model score units"})
+    data_mode: str = field(default="quadruple", metadata={"help": f"one of {DATA_MODES}: the quadruples, or FuseChat-3.0's same-source pairs (`wrpo.data.same_source_pairs`; train with alpha=1)"})
 
     def __post_init__(self):
         if isinstance(self.loss_type, (list, tuple)) and len(self.loss_type) == 1: self.loss_type = self.loss_type[0]
@@ -72,6 +80,16 @@ class WRPOConfig(DPOConfig):
             raise ValueError(f"`alpha_convention` must be one of {ALPHA_CONVENTIONS}, got {self.alpha_convention!r}")
         if self.loss_type == "ipo" and not self.tau > 0: raise ValueError(f"IPO needs `tau` > 0, got {self.tau}")
         if self.nll_coef < 0: raise ValueError(f"`nll_coef` must be >= 0, got {self.nll_coef}")
+        if self.objective not in OBJECTIVES: raise ValueError(f"`objective` must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective == "ln_dpo" and self.loss_type != "dpo":
+            raise ValueError(f"objective='ln_dpo' (length-normalised DPO) needs loss_type='dpo', got {self.loss_type!r}")
+        if self.source_weighting not in SOURCE_WEIGHTINGS:
+            raise ValueError(f"`source_weighting` must be one of {SOURCE_WEIGHTINGS}, got {self.source_weighting!r}")
+        if not (math.isfinite(self.source_temperature) and self.source_temperature > 0):
+            raise ValueError(f"`source_temperature` must be a finite number > 0, got {self.source_temperature}")
+        if self.source_k is not None and (isinstance(self.source_k, bool) or not isinstance(self.source_k, int) or self.source_k < 1):
+            raise ValueError(f"`source_k` must be an integer >= 1 (or None: every source response of a row), got {self.source_k!r}")
+        if self.data_mode not in DATA_MODES: raise ValueError(f"`data_mode` must be one of {DATA_MODES}, got {self.data_mode!r}")
         cuda = torch.cuda.is_available()
         if self.bf16 is None and not self.fp16: self.bf16 = cuda and torch.cuda.is_bf16_supported()
         if checkpointing_field() == "activation_checkpointing":   # transformers >= 5.23: the old name is a deprecated alias
@@ -92,28 +110,38 @@ class WRPOConfig(DPOConfig):
 # %% ../nbs/06_trainer.ipynb #82b78922
 REF_COLUMNS = tuple(f"ref_{f}_logps" for f in RESPONSE_FIELDS)
 ID_COLUMNS = tuple(f"{f}_ids" for f in RESPONSE_FIELDS)
+EXTRA_IDS, EXTRA_REF, SOURCE_SCORES = "extra_source_chosen_ids", "ref_extra_source_chosen_logps", "source_scores"
 
 @dataclass
 class DataCollatorForWRPO(DataCollatorMixin):
-    "Pads prompt+completion for y_ws, y_wt, y_l into one (3b, T) batch with a completion mask."
+    "Pads prompt+completion for the k source responses, y_wt and y_l into one ((k+2)b, T) batch with a completion mask."
     pad_token_id: int                     # token that pads the rows on the right
     max_length: int | None = None         # cut each prompt+completion row to this many tokens (None: no cut)
     pad_to_multiple_of: int | None = None # pad the row length up to a multiple of this
     return_tensors: str = "pt"            # only "pt" (PyTorch) is supported
+    n_sources: int = 1                    # k: source responses per row (y_ws + k-1 extras; a row with fewer gets empty, masked ones)
 
-    def torch_call(self, examples:list[dict[str, Any]], # rows with `prompt_ids` and the three completions' ids (+ optional reference log-probs)
+    def torch_call(self, examples:list[dict[str, Any]], # rows with `prompt_ids` and the completions' ids (+ optional reference log-probs, scores)
                   )->dict[str, Any]:
-        ids, masks = [], []
-        for col in ID_COLUMNS:
-            for ex in examples:
-                seq, m = ex["prompt_ids"] + ex[col], [0] * len(ex["prompt_ids"]) + [1] * len(ex[col])
+        K = self.n_sources
+        def completions(ex):   # [y_ws, y_ws^(2..K) (empty where missing), y_wt, y_l]
+            extra = list(ex.get(EXTRA_IDS) or [])[:K - 1]
+            return [ex["source_chosen_ids"], *extra, *([[]] * (K - 1 - len(extra))), ex["target_chosen_ids"], ex["rejected_ids"]]
+        comps, ids, masks = [completions(ex) for ex in examples], [], []
+        for j in range(K + 2):
+            for ex, cs in zip(examples, comps):
+                seq, m = ex["prompt_ids"] + cs[j], [0] * len(ex["prompt_ids"]) + [1] * len(cs[j])
                 if self.max_length is not None: seq, m = seq[:self.max_length], m[:self.max_length]
                 ids.append(torch.tensor(seq)); masks.append(torch.tensor(m, dtype=torch.long))
         p = lambda xs, v: pad(xs, padding_value=v, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of)
         out = {"input_ids": p(ids, self.pad_token_id), "attention_mask": p([torch.ones_like(m) for m in masks], 0),
                "completion_mask": p(masks, 0)}
+        fill = lambda xs, n: (list(xs or []) + [0.0] * n)[:n]
+        if K > 1: out["source_mask"] = torch.tensor([[True] + [j < len(ex.get(EXTRA_IDS) or []) for j in range(K - 1)] for ex in examples])
+        if SOURCE_SCORES in examples[0]: out[SOURCE_SCORES] = torch.tensor([fill(ex[SOURCE_SCORES], K) for ex in examples])
         for col in REF_COLUMNS:
             if col in examples[0]: out[col] = torch.tensor([ex[col] for ex in examples])
+        if K > 1 and EXTRA_REF in examples[0]: out[EXTRA_REF] = torch.tensor([fill(ex[EXTRA_REF], K - 1) for ex in examples])
         return out
 
 # %% ../nbs/06_trainer.ipynb #2755f79f
@@ -142,10 +170,12 @@ def pack_responses(input_ids:Tensor, # padded batch from `DataCollatorForWRPO`, 
                    padding_free:bool=True, # pack several units in a row (first-fit, capacity = the longest unit)
                    mask_dtype=torch.bool, # bool (SDPA), or a float dtype: an additive mask (SDPA, eager attention)
                    window:int|None=None, # sliding attention window to fold into the 4-D mask
+                   n_parts:int=3, # responses per example in the batch: k source responses + y_wt + y_l
                   )->dict:
     "Repack a padded WRPO batch: each prompt once (`share_prompt`) and no padding between units (`padding_free`)."
     if not (share_prompt or padding_free): raise ValueError("nothing to repack: the padded batch is the layout")
-    n_parts, b = 3, input_ids.size(0) // 3
+    if input_ids.size(0) % n_parts: raise ValueError(f"a batch of {input_ids.size(0)} rows does not hold {n_parts} responses per example")
+    b = input_ids.size(0) // n_parts
     dev = input_ids.device
     lens, plen, ids = attention_mask.sum(1).tolist(), (attention_mask - completion_mask).sum(1).tolist(), input_ids.tolist()
     units = []   # (tokens, positions, labels, segment, group); one per example (shared prompt) or per sequence
@@ -191,6 +221,20 @@ def pack_responses(input_ids:Tensor, # padded batch from `DataCollatorForWRPO`, 
 
 
 # %% ../nbs/06_trainer.ipynb #fd1bb67c
+def _n_sources(train_dataset, eval_dataset, args)->int:
+    "k: source responses per row the run uses, the most any row has (y_ws + `extra_source_chosen`), capped by `args.source_k`."
+    if args.data_mode == "same_source" or args.source_k == 1: return 1
+    sets = [train_dataset] + (list(eval_dataset.values()) if isinstance(eval_dataset, dict) else [eval_dataset])
+    k, unknown = 1, False
+    for ds in sets:
+        if ds is None: continue
+        if not isinstance(ds, Dataset): unknown = True; continue
+        col = next((c for c in (EXTRA_IDS, "extra_source_chosen") if c in ds.column_names), None)
+        if col: k = max(k, 1 + max((len(x or []) for x in ds[col]), default=0))
+    if unknown and args.source_k is None:   # an IterableDataset: k cannot be read ahead of training
+        warnings.warn("an IterableDataset: set `source_k` to use its extra source responses (now only y_ws)"); return k
+    return k if args.source_k is None else (args.source_k if unknown else min(k, args.source_k))
+
 class WRPOTrainer(DPOTrainer):
     "trl's DPOTrainer extended to WRPO quadruples (prompt, y_ws, y_wt, y_l) and the fusion-coefficient schedule."
     _tag_names = ["trl", "wrpo"]
@@ -218,11 +262,13 @@ class WRPOTrainer(DPOTrainer):
               and not args.precompute_ref_log_probs):
             ref_model = copy.deepcopy(model).eval()  # trl would reload from `config._name_or_path`, absent for in-memory models
             for p_ in ref_model.parameters(): p_.requires_grad_(False)
+        self._n_sources = _n_sources(train_dataset, eval_dataset, args)
         if data_collator is None and processing_class is not None:
             tok = getattr(processing_class, "tokenizer", processing_class)
             if tok.pad_token is None: tok.pad_token = tok.eos_token
             data_collator = DataCollatorForWRPO(pad_token_id=tok.pad_token_id, max_length=args.max_length,
                                                 pad_to_multiple_of=args.pad_to_multiple_of)
+        if isinstance(data_collator, DataCollatorForWRPO): data_collator.n_sources = self._n_sources
         padding_free, args.padding_free = args.padding_free, False   # trl 1.16 disables its own padding_free for DPO, with a warning
         try:
             super().__init__(model, ref_model=ref_model, args=args, data_collator=data_collator, train_dataset=train_dataset,
@@ -234,28 +280,46 @@ class WRPOTrainer(DPOTrainer):
 @patch
 def _prepare_dataset(self:WRPOTrainer, dataset, processing_class, args, dataset_name):
     if isinstance(dataset, Dataset) and "prompt_ids" in dataset.column_names: return dataset  # already tokenized
+    if args.data_mode == "same_source":
+        if not isinstance(dataset, Dataset): raise ValueError("data_mode='same_source' needs a map-style Dataset of quadruples")
+        dataset = same_source_pairs(dataset)
+    K, softmax = self._n_sources, args.source_weighting == "softmax"
     if isinstance(dataset, Dataset):
         missing = [f for f in ("prompt",) + RESPONSE_FIELDS if f not in dataset.column_names]
         if missing: raise ValueError(f"{dataset_name} dataset lacks columns {missing}; WRPOTrainer needs 'prompt', "
                                      f"{', '.join(map(repr, RESPONSE_FIELDS))} (see wrpo.data.load_quadruples)")
-        validate_quadruples(dataset.select_columns(["prompt", *RESPONSE_FIELDS]))
+        need = ["score_source_chosen"] + (["extra_score_source_chosen"] if K > 1 else []) if softmax else []
+        if [c for c in need if c not in dataset.column_names]:
+            raise ValueError(f"source_weighting='softmax' weighs source responses by their reward-model scores: the {dataset_name} "
+                             f"dataset lacks {[c for c in need if c not in dataset.column_names]} (wrpo's builder writes them)")
+        validate_quadruples(dataset.select_columns(["prompt", *RESPONSE_FIELDS, *[c for c in EXTRA_FIELDS + tuple(need) if c in dataset.column_names]]))
     tok = self._tokenizer
     map_kwargs = {"num_proc": args.dataset_num_proc} if isinstance(dataset, Dataset) else {}
-    if isinstance(dataset, Dataset): map_kwargs["desc"] = f"Tokenizing {dataset_name} dataset (3 completions)"
+    if isinstance(dataset, Dataset): map_kwargs["desc"] = f"Tokenizing {dataset_name} dataset ({K + 2} completions)"
+    if isinstance(dataset, Dataset) and (K > 1 or softmax):   # typed: Arrow cannot infer a list's type from a first batch of empty ones
+        seq = Sequence(Value("int64"))
+        feats = {**dataset.features, "prompt_ids": seq, **{c: seq for c in ID_COLUMNS}}
+        if K > 1: feats[EXTRA_IDS] = Sequence(seq)
+        if softmax: feats[SOURCE_SCORES] = Sequence(Value("float64"))
+        map_kwargs["features"] = Features(feats)
 
     def tokenize_fn(ex):
         conv = is_conversational(ex)
+        resp = {f: ex[f] for f in RESPONSE_FIELDS}
+        extra = list(ex.get("extra_source_chosen") or [])[:K - 1]
+        resp.update({("extra", j): r for j, r in enumerate(extra)})
         if conv:
             prompt_ids = _tokenize(tok, ex["prompt"], add_generation_prompt=True)["input_ids"]
-            full = {f: _tokenize(tok, ex["prompt"] + ex[f])["input_ids"] for f in RESPONSE_FIELDS}
+            full = {f: _tokenize(tok, ex["prompt"] + r)["input_ids"] for f, r in resp.items()}
         else:
             prompt_ids = _tokenize(tok, ex["prompt"])["input_ids"]
             eos = tok.eos_token or ""
-            full = {f: _tokenize(tok, ex["prompt"] + (ex[f] if ex[f].endswith(eos) else ex[f] + eos))["input_ids"]
-                    for f in RESPONSE_FIELDS}
+            full = {f: _tokenize(tok, ex["prompt"] + (r if r.endswith(eos) else r + eos))["input_ids"] for f, r in resp.items()}
         n = min(common_prefix_length(prompt_ids, ids) for ids in full.values())
         out = {"prompt_ids": prompt_ids[:n]}
         out.update({f"{f}_ids": full[f][n:] for f in RESPONSE_FIELDS})
+        if K > 1: out[EXTRA_IDS] = [full["extra", j][n:] for j in range(len(extra))]
+        if softmax: out[SOURCE_SCORES] = [float(ex["score_source_chosen"])] + [float(s) for s in list(ex.get("extra_score_source_chosen") or [])[:K - 1]]
         return out
 
     with global_then_local_main_first():
@@ -275,7 +339,7 @@ def _prepare_dataset(self:WRPOTrainer, dataset, processing_class, args, dataset_
 
 @patch
 def _set_signature_columns_if_needed(self:WRPOTrainer):
-    if self._signature_columns is None: self._signature_columns = ["prompt_ids", *ID_COLUMNS, *REF_COLUMNS]
+    if self._signature_columns is None: self._signature_columns = ["prompt_ids", *ID_COLUMNS, *REF_COLUMNS, EXTRA_IDS, EXTRA_REF, SOURCE_SCORES]
 
 # %% ../nbs/06_trainer.ipynb #c35dcc01
 @patch
@@ -304,18 +368,20 @@ def _layout(self:WRPOTrainer, model)->dict|None:
     return dict(share_prompt=share, padding_free=a.padding_free, mask_dtype=dtype, window=window if share else None)
 
 @patch
-def _forward_logps(self:WRPOTrainer, model, inputs, parts=(0, 1, 2), grad=True):
-    "Summed log-probs and completion lengths of responses `parts` (part-major, shape (len(parts)*b,)) and the model outputs."
+def _forward_logps(self:WRPOTrainer, model, inputs, parts=None, grad=True):
+    "Summed log-probs and completion lengths of responses `parts` (part-major, shape (len(parts)*b,); None: all k+2) and the model outputs."
     ids, att, cm = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
+    n_parts = self._n_sources + 2
+    if parts is None: parts = range(n_parts)
     layout = self._layout(model)
     if layout is None:
-        if len(parts) < 3:   # keep the selected rows, drop padding columns they do not need
-            b = ids.size(0) // 3
+        if len(parts) < n_parts:   # keep the selected rows, drop padding columns they do not need
+            b = ids.size(0) // n_parts
             r = torch.cat([torch.arange(k * b, (k + 1) * b, device=ids.device) for k in parts]); T = int(att[r].sum(1).max())
             ids, att, cm = ids[r, :T], att[r, :T], cm[r, :T]
         logps, lens, out, _ = self._seq_logps(model, ids, att, cm, grad=grad)
         return logps, lens, out
-    pk = pack_responses(ids, att, cm, parts=tuple(parts), **layout)
+    pk = pack_responses(ids, att, cm, parts=tuple(parts), n_parts=n_parts, **layout)
     with contextlib.nullcontext() if grad else torch.no_grad():
         out = model(input_ids=pk["input_ids"], attention_mask=pk["attention_mask"], position_ids=pk["position_ids"],
                     labels=pk["labels"], use_cache=False, fused_lm_head=True)
@@ -332,7 +398,7 @@ def _ref_context(self:WRPOTrainer):
 
 @patch
 def _ref_logps(self:WRPOTrainer, inputs, model=None):
-    "Reference log-probs of all 3b rows, shape (3b,); `model` overrides the reference (e.g. a DeepSpeed inference engine)."
+    "Reference log-probs of all (k+2)b rows, shape ((k+2)b,); `model` overrides the reference (e.g. a DeepSpeed inference engine)."
     if model is None: model = self.ref_model if self.ref_model is not None else self.model
     with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs), \
          self._ref_context(), self.accelerator.autocast():
@@ -341,8 +407,10 @@ def _ref_logps(self:WRPOTrainer, inputs, model=None):
 
 @patch
 def compute_ref_log_probs(self:WRPOTrainer, model, inputs):
-    "Reference log-probs of (y_ws, y_wt, y_l) for one padded batch."
-    return self._ref_logps(inputs, model).chunk(3, dim=0)
+    "Reference log-probs of (y_ws, y_wt, y_l) for one padded batch, then the extra source responses' (b, k-1) when k > 1."
+    K = self._n_sources
+    v = self._ref_logps(inputs, model).view(K + 2, -1)
+    return (v[0], v[K], v[K + 1]) + ((v[1:K].T.contiguous(),) if K > 1 else ())
 
 @patch
 def _precompute_ref_logps(self:WRPOTrainer, dataset, name, batch_size):
@@ -350,7 +418,7 @@ def _precompute_ref_logps(self:WRPOTrainer, dataset, name, batch_size):
     if self._simpo: return dataset   # reference-free
     if isinstance(dataset, IterableDataset):
         raise ValueError("`precompute_ref_log_probs=True` needs a map-style Dataset, not an IterableDataset")
-    fingerprint = [Hasher.hash((dataset._fingerprint, self._precompute_model_hash, "wrpo-3"))]
+    fingerprint = [Hasher.hash((dataset._fingerprint, self._precompute_model_hash, "wrpo-4", self._n_sources))]
     broadcast_object_list(fingerprint, from_process=0)
     cache_file = dataset._get_cache_file_path(fingerprint[0]) if dataset.cache_files else None  # None: in memory, nothing shared
     if cache_file and os.path.exists(cache_file): return concatenate_datasets([dataset, Dataset.from_file(cache_file)], axis=1)
@@ -360,11 +428,11 @@ def _precompute_ref_logps(self:WRPOTrainer, dataset, name, batch_size):
     if self.ref_model is None and self.is_deepspeed_enabled:   # ZeRO-3: the weights are sharded until an engine gathers them
         if self._precompute_engine is None: self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
         model = self._precompute_engine
-    cols = {c: [] for c in REF_COLUMNS}
-    for batch in tqdm(loader, desc=f"Reference log-probs for {name} dataset (3 completions)",
+    cols = {c: [] for c in REF_COLUMNS + ((EXTRA_REF,) if self._n_sources > 1 else ())}
+    for batch in tqdm(loader, desc=f"Reference log-probs for {name} dataset ({self._n_sources + 2} completions)",
                       disable=bool(os.environ.get("TQDM_DISABLE", "")) or not self.accelerator.is_main_process):
         parts = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(model, batch))
-        for c, v in zip(REF_COLUMNS, parts): cols[c].append(v.float().cpu())
+        for c, v in zip(cols, parts): cols[c].append(v.float().cpu())
     cols = {c: torch.cat(v) for c, v in cols.items()}
     if len(cols[REF_COLUMNS[0]]) != len(dataset):
         raise RuntimeError(f"reference log-probs: got {len(cols[REF_COLUMNS[0]])} values for {len(dataset)} rows of the {name} dataset")
@@ -411,36 +479,41 @@ def _compute_loss(self:WRPOTrainer, model, inputs, return_outputs):
     mode = "train" if self.model.training else "eval"
     a = self.current_alpha()
     ids, att = inputs["input_ids"], inputs["attention_mask"]
-    b = ids.size(0) // 3
+    K = self._n_sources; n = K + 2; WT, L = K, K + 1; S = list(range(K))   # parts: k source responses, y_wt, y_l
+    b = ids.size(0) // n
     weights = self.args.static_weights          # (w_ws, w_wt) fixed for the run, or None
-    grad_parts = [0, 1, 2] if weights is None else [k for k, w in zip((0, 1), weights) if w > 0] + [2]
+    grad_parts = list(range(n)) if weights is None else (S if weights[0] > 0 else []) + ([WT] if weights[1] > 0 else []) + [L]
     rows = lambda parts: torch.cat([torch.arange(k * b, (k + 1) * b, device=ids.device) for k in parts])
     logps_g, lens_g, outputs = self._forward_logps(model, inputs, grad_parts)
-    full = torch.zeros(3 * b, dtype=logps_g.dtype, device=ids.device)
+    full = torch.zeros(n * b, dtype=logps_g.dtype, device=ids.device)
     logps = full.index_put((rows(grad_parts),), logps_g)
     lens = full.detach().index_put((rows(grad_parts),), lens_g.to(full.dtype))
-    other = [k for k in (0, 1) if k not in grad_parts]
-    if other and self.args.log_unweighted_margins:   # zero-weight response: no gradient, only for the logged margins
+    other = [k for k in S + [WT] if k not in grad_parts]
+    if other and self.args.log_unweighted_margins:   # zero-weight responses: no gradient, only for the logged margins
         lo, ln, _ = self._forward_logps(model, inputs, other, grad=False)
         logps = logps.index_put((rows(other),), lo.to(logps.dtype)); lens = lens.index_put((rows(other),), ln.to(lens.dtype))
     have = sorted(grad_parts + (other if self.args.log_unweighted_margins else []))
-    p_ws, p_wt, p_l = logps.chunk(3); l_ws, l_wt, l_l = lens.clamp(min=1).chunk(3)
+    split = lambda x: ResponseTensors(x[0] if K == 1 else x[:K].T, x[WT], x[L])   # source_chosen (b,) or (b, k)
+    pol, lns = split(logps.view(n, b)), split(lens.clamp(min=1).view(n, b))
 
-    if self._simpo: r_ws = r_wt = r_l = None
-    elif self.precompute_ref_logps: r_ws, r_wt, r_l = (inputs[c].to(logps.dtype) for c in REF_COLUMNS)
+    if self._simpo: ref = None
+    elif self.precompute_ref_logps:
+        r = [inputs[c].to(logps.dtype) for c in REF_COLUMNS]
+        ws = r[0] if K == 1 else torch.cat([r[0][:, None], inputs[EXTRA_REF].to(logps.dtype)], 1)
+        ref = ResponseTensors(ws, r[1], r[2])
     else:
         with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs), self._ref_context():
             ref_model = self.ref_model if self.ref_model is not None else self.model
             r, *_ = self._forward_logps(ref_model, inputs, have, grad=False)
-        ref = torch.zeros(3 * b, dtype=logps.dtype, device=ids.device).index_put((rows(have),), r.to(logps.dtype))
-        r_ws, r_wt, r_l = ref.chunk(3)
+        ref = split(torch.zeros(n * b, dtype=logps.dtype, device=ids.device).index_put((rows(have),), r.to(logps.dtype)).view(n, b))
 
-    out = wrpo_loss(ResponseTensors(p_ws, p_wt, p_l), None if self._simpo else ResponseTensors(r_ws, r_wt, r_l),
-                    ResponseTensors(l_ws, l_wt, l_l), alpha=a, beta=self.args.beta, loss_type=self.args.loss_type,
-                    tau=self.args.tau, gamma=self.args.simpo_gamma, label_smoothing=self.args.label_smoothing,
-                    nll_coef=self.args.nll_coef)
+    a_ = self.args
+    out = wrpo_loss(pol, ref, lns, alpha=a, beta=a_.beta, loss_type=a_.loss_type, tau=a_.tau, gamma=a_.simpo_gamma,
+                    label_smoothing=a_.label_smoothing, nll_coef=a_.nll_coef, objective=a_.objective,
+                    source_weighting=a_.source_weighting, source_scores=inputs.get(SOURCE_SCORES),
+                    source_temperature=a_.source_temperature, source_mask=inputs.get("source_mask") if K > 1 else None)
     loss = out.losses.mean()
-    self._log_wrpo_metrics(mode, a, out, logps.detach(), lens, have, outputs)
+    self._log_wrpo_metrics(mode, a, out, logps.detach().view(n, b), lens.view(n, b), have, outputs)
     if return_outputs:
         with torch.no_grad(): outputs = model(input_ids=ids, attention_mask=att)
         return loss, outputs
@@ -448,18 +521,20 @@ def _compute_loss(self:WRPOTrainer, model, inputs, return_outputs):
 
 @patch
 def _log_wrpo_metrics(self:WRPOTrainer, mode, a, out, logps, lens, have, outputs):
+    "Log alpha, rewards, margins, accuracies and log-probs; `logps` and `lens` are (k+2, b): y_ws's row first, y_wt and y_l last."
     g = lambda x: self.accelerator.gather_for_metrics(x.detach().float()).mean().item()
     m = self._metrics[mode]
     m["alpha"].append(a)
-    names = ("source_chosen", "target_chosen", "rejected")
+    K = logps.size(0) - 2
+    names = {"source_chosen": 0, "target_chosen": K, "rejected": K + 1}   # source_chosen's log-probs: y_ws itself
     rew = dict(zip(names, (out.reward_ws, out.reward_wt, out.reward_l)))
-    for k, name in enumerate(names):
+    for name, k in names.items():
         if k not in have: continue
         m[f"rewards/{name}"].append(g(rew[name]))
-        lp, ln = logps.chunk(3)[k], lens.chunk(3)[k]
+        lp, ln = logps[k], lens[k]
         m[f"logps/{name}"].append(g(lp)); m[f"logps_per_token/{name}"].append(g(lp / ln.clamp(min=1)))
     m["rewards/chosen"].append(g(out.reward_chosen))
-    pairs = {"hybrid": (out.margin_hybrid, 0 in have), "onpolicy": (out.margin_onpolicy, 1 in have), "weighted": (out.margin, True)}
+    pairs = {"hybrid": (out.margin_hybrid, 0 in have), "onpolicy": (out.margin_onpolicy, K in have), "weighted": (out.margin, True)}
     for k, (mg, ok) in pairs.items():
         if not ok: continue
         m[f"margins/{k}"].append(g(mg)); m[f"accuracies/{k}"].append(g((mg > 0).float()))
