@@ -152,3 +152,26 @@ def test_changed_settings_are_refused_or_redone_never_mixed(ci_run, tmp_path):
     st = json.loads((run / "stages.json").read_text())
     assert st["eval/wrpo"]["upstream"]["train/wrpo"] == st["train/wrpo"]["fingerprint"]   # its evaluation was redone on the new model
     assert st["eval/dpo"] == json.loads((ci_run / "stages.json").read_text())["eval/dpo"]   # the others were kept
+
+def test_beyond_the_paper_variants_on_the_ci_run(ci_run, tmp_path):
+    "configs/beyond.yaml on the ci run's data and Target-SFT: k = 1 reproduces the run's WRPO log exactly; k = 2, 3 and the baselines train and are evaluated."
+    out = tmp_path / "beyond"   # beyond.yaml builds what ci.yaml builds, so the ci run's build and Target-SFT are reused
+    r = subprocess.run(WRPO + ["run", "beyond", "--out", str(out), "--quiet", "--no-figures", "-o", f"pipeline.reuse_from={ci_run}"], env=ENV, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    res = json.loads((out / "results.json").read_text())
+    variants = ["wrpo", "wrpo_k2", "wrpo_k3", "wrpo_k3_softmax", "sigmoid_mean", "fusechat"]
+    assert set(res["models"]) == {"target_sft", "dpo", *variants}
+    assert [res["variants"][v]["source_k"] for v in variants[:4]] == [1, 2, 3, 3]
+    assert res["variants"]["fusechat"]["data_mode"] == "same_source" and res["variants"]["fusechat"]["objective"] == "ln_dpo"
+    strip = lambda log: [{k: v for k, v in h.items() if "runtime" not in k and "per_second" not in k} for h in log]
+    logs = {v: json.loads((out / "logs" / f"{v}.json").read_text()) for v in variants}
+    for v in ("wrpo", "dpo"):   # k = 1 on data with extra columns: the paper's WRPO (and DPO), bit for bit
+        assert strip(json.loads((out / "logs" / f"{v}.json").read_text())) == strip(json.loads((ci_run / "logs" / f"{v}.json").read_text())), v
+    loss = lambda v: [h["loss"] for h in logs[v] if "loss" in h]
+    assert loss("wrpo_k2") != loss("wrpo") and loss("wrpo_k3") != loss("wrpo_k2") and loss("wrpo_k3_softmax") != loss("wrpo_k3")
+    from datasets import load_from_disk
+    from wrpo.data import same_source_pairs
+    q = load_from_disk(str(out / "build" / "quadruples"))
+    n_pairs = len(same_source_pairs(q))
+    assert 0 < n_pairs < len(q)
+    assert all(s - r >= 0.1 for s, r in zip(*(same_source_pairs(q)[c] for c in ("score_source_chosen", "score_rejected"))))

@@ -150,7 +150,7 @@ def parser()->argparse.ArgumentParser:
              "  wrpo demo --size ci --out runs/ci    # the quick size: a few minutes on 2 CPU cores\n"
              "  wrpo demo                            # the README's numbers and figures: about 8 minutes")
     d.add_argument("--size", choices=("ci", "demo"), default="demo", help="ci: the quick one; demo: the README's"); run_opts(d)
-    r = _sub(sub, "run", "the fusion pipeline for a config (a path, or a shipped name: ci, demo, sweep, paper)",
+    r = _sub(sub, "run", "the fusion pipeline for a config (a path, or a shipped name: ci, demo, sweep, beyond, paper)",
              "The config is validated fully first (wrpo validate).\n" + pipeline_what,
              "  wrpo run ci --out runs/ci2 -o train.common.seed=1\n"
              "  wrpo run my_config.yaml --out runs/mine --redo")

@@ -284,6 +284,15 @@ def validate_config(cfg:Config, # the configuration to check (returned unchanged
         if kw is not None and not isinstance(kw, dict): raise ConfigError(f"train.variants.{v}: expected a mapping of WRPOConfig arguments, got {kw!r}")
     for v in p.logp_shift_models or []:
         if v not in t.variants: raise ConfigError(f"pipeline.logp_shift_models: {v!r} is not a variant ({sorted(t.variants)})")
+    for v in t.variants:   # a variant asking for data the build does not write
+        kw = {**t.common, **(t.variants[v] or {})}
+        k = kw.get("source_k", 1)
+        if isinstance(k, int) and not isinstance(k, bool) and k > b.source_k:
+            raise ConfigError(f"train.variants.{v}.source_k: {k} source responses per prompt, but build.source_k is {b.source_k} "
+                              "(the quadruples hold that many); raise build.source_k")
+        if kw.get("data_mode") == "same_source" and b.same_source_min_gap is None:
+            raise ConfigError(f"train.variants.{v}.data_mode: 'same_source' trains on FuseChat-3.0 pairs, which the build writes only "
+                              "with build.same_source_min_gap set (e.g. 0.1)")
     if t.save_steps < 1: raise ConfigError(f"train.save_steps: must be >= 1, got {t.save_steps}")
     if t.launcher is not None:
         if t.launcher.mixed_precision not in ("auto", "no", "bf16", "fp16"):

@@ -202,7 +202,7 @@ class Stages:
 # %% ../nbs/10_pipeline.ipynb #daccc768
 def config_path(name_or_path, # an existing YAML file, or a shipped config's name with or without .yaml
                )->Path:
-    "A config file: a path as given, or the name of a config shipped with wrpo ('demo', 'ci', 'sweep', 'paper')."
+    "A config file: a path as given, or the name of a config shipped with wrpo ('demo', 'ci', 'sweep', 'beyond', 'paper')."
     p = Path(name_or_path)
     if p.exists(): return p
     from importlib.resources import files
@@ -492,9 +492,11 @@ def results(self:Run)->dict:
     summ = {n: {k: v for k, v in r.items() if k in ("overall", "groups", "seconds")} for n, r in models.items()}
     internal = _read_json(self.path("eval", "internal.json")).get("internal", {}) if self.path("eval", "internal.json").exists() else {}
     rd = lambda f: _read_json(self.path("build", f)) if self.path("build", f).exists() else None
+    from wrpo.trainer import WRPOConfig
+    dflt = {f.name: f.default for f in dataclasses.fields(WRPOConfig)}   # what a variant that leaves a knob out trains with
+    keys = ("alpha", "alpha_schedule", "loss_type", "beta", "nll_coef", "objective", "source_k", "source_weighting", "data_mode")
     res = dict(name=self.cfg.name, run_dir=str(self.dir), models=summ, internal=internal,
-               variants={v: {k: self.variant_args(v).get(k) for k in ("alpha", "alpha_schedule", "loss_type", "beta", "nll_coef")}
-                         for v in self.cfg.train.variants},
+               variants={v: {k: self.variant_args(v).get(k, dflt.get(k)) for k in keys} for v in self.cfg.train.variants},
                build=rd("stats.json"), sft=rd("sft_stats.json"), timings=self.timings)
     atomic_write_json(self.path("results.json"), res)
     atomic_write_text(self.path("results.md"), results_table({n: {k: r[k] for k in ("overall", "groups") if k in r} for n, r in summ.items()}))

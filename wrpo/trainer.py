@@ -231,6 +231,9 @@ def _n_sources(train_dataset, eval_dataset, args)->int:
         if not isinstance(ds, Dataset): unknown = True; continue
         col = next((c for c in (EXTRA_IDS, "extra_source_chosen") if c in ds.column_names), None)
         if col: k = max(k, 1 + max((len(x or []) for x in ds[col]), default=0))
+        elif args.source_k is not None:   # asked for k > 1 explicitly, and the data has one source response per prompt
+            raise ValueError(f"source_k={args.source_k}, but the dataset has no 'extra_source_chosen' column (one source response "
+                             "per prompt): build it with build.source_k >= 2, or train with source_k=1")
     if unknown and args.source_k is None:   # an IterableDataset: k cannot be read ahead of training
         warnings.warn("an IterableDataset: set `source_k` to use its extra source responses (now only y_ws)"); return k
     return k if args.source_k is None else (args.source_k if unknown else min(k, args.source_k))
