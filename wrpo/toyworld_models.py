@@ -8,13 +8,13 @@ Docs: https://wrpo-dev.github.io/wrpo/toyworld_models.html.md"""
 __all__ = ['CHAT_STYLES', 'ARCHS', 'chat_template', 'make_tokenizer', 'make_model']
 
 # %% ../nbs/08b_toyworld_models.ipynb #67107df5
-import re
+import functools, re
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (AutoModelForCausalLM, GenerationConfig, GPT2Config, LlamaConfig, MistralConfig,
                           PreTrainedModel, PreTrainedTokenizerFast, Qwen2Config)
-from .toyworld_tasks import make_prompts
+from .toyworld_tasks import ANSWER_STYLES, make_prompts, style_answer
 
 # %% ../nbs/08b_toyworld_models.ipynb #e8339cbc
 CHAT_STYLES = {
@@ -39,10 +39,25 @@ def chat_template(style:str="tags", # chat format, a key of `CHAT_STYLES`
 
 # %% ../nbs/08b_toyworld_models.ipynb #64043d36
 def _corpus(n:int=4000, seed:int=1234) -> list:
-    "Toy-world text to train a tokenizer on: instructions and answers of all skills."
+    "Toy-world text to train a tokenizer on: instructions of all skills and their answers in every answer style."
     out = []
-    for r in make_prompts("all", n, seed): out += [r["prompt"][0]["content"], r["answer"]]
+    for r in make_prompts("all", n, seed):
+        text = r["prompt"][0]["content"]
+        out += [text] + [style_answer(text, r["answer"], s) for s in ANSWER_STYLES]
     return out
+
+@functools.lru_cache(maxsize=None)
+def _trained(vocab_size:int, style:str) -> str:
+    "A BPE trained on the toy-world corpus, as JSON (trained once per process: about a second each)."
+    s = CHAT_STYLES[style]
+    specials = [s[k] for k in ("pad", "bos", "eos", "unk", "user", "assistant")]
+    tok = Tokenizer(models.BPE(unk_token=s["unk"]))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                           show_progress=False))
+    return tok.to_str()
 
 def make_tokenizer(kind:str="char", # "char", or "bpe-<vocab size>" such as "bpe-200"
                    style:str="tags", # chat format, a key of `CHAT_STYLES`
@@ -53,13 +68,7 @@ def make_tokenizer(kind:str="char", # "char", or "bpe-<vocab size>" such as "bpe
     if kind == "char": vocab_size = 1  # the trainer keeps the whole alphabet and learns no merges
     elif re.fullmatch(r"bpe-\d+", kind): vocab_size = int(kind[4:])
     else: raise ValueError(f"unknown tokenizer kind {kind!r}: use 'char' or 'bpe-<vocab size>'")
-    specials = [s[k] for k in ("pad", "bos", "eos", "unk", "user", "assistant")]
-    tok = Tokenizer(models.BPE(unk_token=s["unk"]))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                           show_progress=False))
+    tok = Tokenizer.from_str(_trained(vocab_size, style))
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=s["bos"], eos_token=s["eos"], pad_token=s["pad"],
                                    unk_token=s["unk"], extra_special_tokens=[s["user"], s["assistant"]],
                                    padding_side="left", chat_template=chat_template(style),
@@ -93,5 +102,5 @@ def make_model(arch:str, # one of `ARCHS`
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     if model.loss_type is None: model.loss_type = "ForCausalLM"   # GPT-2's class name matches no transformers loss: the default one, said once
-    model.generation_config = GenerationConfig(do_sample=False, max_new_tokens=12, **ids)
+    model.generation_config = GenerationConfig(do_sample=False, max_new_tokens=32, **ids)
     return model
