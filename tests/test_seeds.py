@@ -10,7 +10,7 @@ WRPO = [sys.executable, "-m", "wrpo.cli"]
 CI = str(ROOT / "configs" / "ci.yaml")
 ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
 TRIM = ["--reuse-sources", "-o", "pipeline.prompts.kwargs.n=360", "-o", "train.variants={dpo: {alpha: 0.0, alpha_schedule: static}}",
-        "-o", "pipeline.logp_shift_models=[dpo]", "-o", "train.sft.num_train_epochs=5", "-o", "train.common.num_train_epochs=2",
+        "-o", "pipeline.logp_shift_models=[dpo]", "-o", "train.sft.num_train_epochs=3", "-o", "train.common.num_train_epochs=2",
         "-o", "eval.prompts.kwargs.n_per_skill=25", "-o", "eval.models=[target, target_sft, variants]"]
 
 @pytest.fixture(scope="module")
@@ -82,19 +82,17 @@ def test_seeds_json_is_the_mean_of_the_seeds(seeds_run):
     base = __import__("yaml").safe_load((out / "config.yaml").read_text())   # the one config every seed started from
     assert base["pipeline"]["seeds"] == [0, 1] and base["pipeline"]["prompts"]["kwargs"]["n"] == 360
 
-def test_a_rerun_resumes_and_a_missing_seed_is_named(seeds_run):
+def test_a_missing_or_changed_seed_is_named(seeds_run, capsys):
+    from wrpo.cli import main          # in this process: aggregating runs nothing
     out, _ = seeds_run
     stages = {s: (out / f"seed-{s}" / "stages.json").read_text() for s in (0, 1)}
-    r = subprocess.run(WRPO + ["seeds", CI, "--out", str(out), "--seeds", "0,1,2", "--aggregate-only", *TRIM], env=ENV,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1 and f"{out.resolve() / 'seed-2'}: no such directory (the seed was not run)" in r.stderr, r.stderr[-2000:]
+    agg_only = lambda *extra, trim=TRIM: main(["seeds", CI, "--out", str(out), "--aggregate-only", "--quiet", *extra, *trim])
+    assert agg_only("--seeds", "0,1,2") == 1
+    assert f"{out.resolve() / 'seed-2'}: no such directory (the seed was not run)" in capsys.readouterr().err
     assert not (out / "seeds.json").exists()                                      # no summary the seed directories do not support
-    r = subprocess.run(WRPO + ["seeds", CI, "--out", str(out), "--seeds", "0,1,2", "--aggregate-only", "--allow-missing", *TRIM],
-                       env=ENV, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert agg_only("--seeds", "0,1,2", "--allow-missing") == 0
     agg = json.loads((out / "seeds.json").read_text())
     assert agg["aggregated"] == [0, 1] and list(agg["missing"]) == ["2"] and "Not aggregated: seed 2" in (out / "seeds.md").read_text()
-    r = subprocess.run(WRPO + ["seeds", CI, "--out", str(out), "--seeds", "0,1", "--aggregate-only", *TRIM[:-2]], env=ENV,
-                       capture_output=True, text=True, timeout=300)   # other eval.models than the seeds were run with
-    assert r.returncode == 1 and "seed-0: made with other settings (eval.models" in r.stderr, r.stderr[-2000:]
+    assert agg_only("--seeds", "0,1", trim=TRIM[:-2]) == 1                         # other eval.models than the seeds were run with
+    assert "seed-0: made with other settings (eval.models" in capsys.readouterr().err
     assert all((out / f"seed-{s}" / "stages.json").read_text() == stages[s] for s in (0, 1))   # aggregating touched no run
