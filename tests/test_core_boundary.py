@@ -3,7 +3,7 @@ modules; the miniature plugs in through configuration (`pipeline.models`, `pipel
 import importlib, inspect, re
 import pytest
 
-CORE = ["config", "files", "losses", "selection", "data", "sampling", "rewards", "build", "trainer", "evaluate", "benchmarks", "scores", "judge", "paper_eval", "pipeline", "cli"]
+CORE = ["config", "files", "losses", "selection", "data", "sampling", "rewards", "build", "trainer", "evaluate", "benchmarks", "scores", "judge", "paper_eval", "pipeline", "seeds", "cli"]
 MINIATURE = ["toyworld", "toyworld_tasks", "toyworld_models", "toyworld_zoo"]   # the offline miniature: outside the core
 WORDS = re.compile(r"toyworld|\bskill|VerifierReward|make_prompts|build_zoo|src_llama|target_mistral")
 

@@ -1,4 +1,4 @@
-"""`wrpo demo`, `wrpo run`, `wrpo figures`, `wrpo validate`, `wrpo build`: the pipeline notebooks driven by papermill.
+"""`wrpo demo`, `wrpo run`, `wrpo seeds`, `wrpo figures`, `wrpo validate`, `wrpo build`: the pipeline notebooks driven by papermill.
 
 Docs: https://wrpo-dev.github.io/wrpo/cli.html.md"""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['FIGURE_NOTEBOOKS', 'PipelineFailed', 'pipeline_notebook', 'kernel_config', 'run_notebook', 'text_progress',
-           'run_pipeline', 'run_eval', 'make_figures', 'parser', 'main']
+           'run_pipeline', 'run_eval', 'run_seed_runs', 'make_figures', 'parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #6f8d7b10
 FIGURE_NOTEBOOKS = ("fig_source_contribution.ipynb", "fig_logp_shift.ipynb", "fig_reward_margins.ipynb", "fig_alpha_sweep.ipynb")
@@ -103,6 +103,32 @@ def run_eval(config:str, # a config path or a shipped name (its `benchmarks` sec
     print(f"wrpo: benchmarks of {cfg.name} finished in {time.time() - t0:.0f} s; table in {run_dir}/benchmarks/results.md")
     return run_dir
 
+def run_seed_runs(config:str, # a config path or a shipped name
+                  out:str|None=None, # the multi-seed directory (seeds in OUT/seed-<s>); None: the config's run directory
+                  seeds:list|None=None, # the seeds; None: the config's `pipeline.seeds`
+                  overrides:list|None=None, # dotted config overrides, for every seed
+                  figures:bool=True, # the seeds' error-bar figure (seeds.png); each seed's own figure notebooks are not run
+                  log_output:bool=True, # stream each seed's notebook output to this process
+                  redo:bool=False, # redo stages whose settings changed
+                  level:float=0.95, # the intervals' confidence level
+                  allow_missing:bool=False, # go on past failed seeds, aggregate the rest
+                  reuse_sources:bool|None=None, # later seeds reuse the first seed's source samples; None: the config's
+                  aggregate_only:bool=False, # run nothing, aggregate what is there
+                 )->Path:
+    "Validate `config`, run its pipeline notebook once per seed (`wrpo.seeds.run_seeds`), aggregate into seeds.json/md/png."
+    from wrpo.pipeline import config_path, load_config, validate_run
+    from wrpo.seeds import run_seeds
+    cfg_file = config_path(config).resolve()
+    validate_run(str(cfg_file), overrides)
+    t0 = time.time()
+    one = lambda cfg, run_dir, ov, redo_: run_pipeline(cfg, str(run_dir), ov, figures=False, log_output=log_output, redo=redo_)
+    agg = run_seeds(str(cfg_file), out, seeds, overrides, redo=redo, level=level, allow_missing=allow_missing, reuse_sources=reuse_sources,
+                    run_one=one, figure=figures, aggregate_only=aggregate_only)
+    d = Path(agg["out"])
+    print(f"wrpo: {len(agg['aggregated'])} of {len(agg['seeds'])} seeds aggregated in {time.time() - t0:.0f} s; table in {d}/seeds.md"
+          + (f", figure {d}/seeds.png" if figures else "") + "\n" + (d / "seeds.md").read_text())
+    return d
+
 def make_figures(run_dir, out=None, sweep=None, log_output:bool=False)->list:
     "Run every figure notebook on a finished run; return the figure files written."
     run_dir = Path(run_dir).resolve(); out = Path(out or run_dir / "figures").resolve()
@@ -155,6 +181,23 @@ def parser()->argparse.ArgumentParser:
              "  wrpo run ci --out runs/ci2 -o train.common.seed=1\n"
              "  wrpo run my_config.yaml --out runs/mine --redo")
     r.add_argument("config", help="a YAML config path or a shipped name"); run_opts(r)
+    sd = _sub(sub, "seeds", "the pipeline once per seed, then means with confidence intervals",
+              "Runs the pipeline of a config once per seed (--seeds, else the config's pipeline.seeds), each a normal resumable\n"
+              "run in OUT/seed-<s>: the seed sets build.seed (data split and sampling), pipeline.heldout_seed, train.sft.seed and\n"
+              "train.common.seed; the provided models, prompts and evaluation prompts stay fixed. Then every seed's results.json\n"
+              "is aggregated: OUT/seeds.json (per model and metric: per-seed values, mean, Student-t half-width, n), OUT/seeds.md\n"
+              "(\"0.470 ± 0.012\" cells) and OUT/seeds.png (error bars). A missing or failed seed is an error naming its directory\n"
+              "unless --allow-missing. The seeds' own figure notebooks are not run; --no-figures also skips seeds.png.",
+              "  wrpo seeds ci --out runs/ci_seeds --seeds 0,1,2\n"
+              "  wrpo seeds ci_seeds --out runs/ci_seeds             # the miniature at ci size over five seeds\n"
+              "  wrpo seeds ci_seeds --out runs/ci_seeds --aggregate-only --allow-missing")
+    sd.add_argument("config", help="a YAML config path or a shipped name"); run_opts(sd)
+    sd.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2,3,4 (default: the config's pipeline.seeds)")
+    sd.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
+    sd.add_argument("--allow-missing", action="store_true", help="go on past a failed seed and aggregate the seeds that finished (the gap is stated)")
+    sd.add_argument("--reuse-sources", action="store_true", default=None, help="later seeds reuse the first seed's source samples "
+                    "(default: the config's pipeline.seeds_reuse_sources)")
+    sd.add_argument("--aggregate-only", action="store_true", help="run nothing: aggregate the seed directories as they are")
     f = _sub(sub, "figures", "the figure notebooks on a finished run",
              "Runs the figure notebooks (source contribution, log-prob shift, reward margins, alpha sweep) on a finished run\n"
              "and prints the figure files written.",
@@ -211,11 +254,16 @@ def main(argv=None)->int:
     a = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     from wrpo.config import ConfigError
     from wrpo.pipeline import RunLocked
+    from wrpo.seeds import SeedRunFailed, SeedsIncomplete, seed_list
     try:
         if a.cmd == "demo":
             run_pipeline(a.size, a.out or f"runs/{a.size}", a.override, figures=not a.no_figures, log_output=not a.quiet, redo=a.redo)
         elif a.cmd == "run":
             run_pipeline(a.config, a.out, a.override, figures=not a.no_figures, log_output=not a.quiet, redo=a.redo)
+        elif a.cmd == "seeds":
+            run_seed_runs(a.config, a.out, seed_list(a.seeds) if a.seeds else None, a.override, figures=not a.no_figures,
+                          log_output=not a.quiet, redo=a.redo, level=a.level, allow_missing=a.allow_missing,
+                          reuse_sources=a.reuse_sources, aggregate_only=a.aggregate_only)
         elif a.cmd == "eval":
             run_eval(a.config, a.out, a.override, a.model, a.only, log_output=not a.quiet, redo=a.redo)
         elif a.cmd == "figures":
@@ -231,7 +279,7 @@ def main(argv=None)->int:
             from wrpo.pipeline import Run, train_variant, sft_stage
             run = Run(str(Path(a.run_dir) / "config.yaml"), Path(a.run_dir))
             train_variant(run, a.name) if a.cmd == "train-variant" else sft_stage(run)
-    except (PipelineFailed, RunLocked) as e:
+    except (PipelineFailed, RunLocked, SeedRunFailed, SeedsIncomplete) as e:
         if a.debug: raise
         print(f"wrpo: {e}", file=sys.stderr); return 1
     except (ConfigError, FileNotFoundError, KeyError, ValueError, TypeError) as e:

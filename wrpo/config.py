@@ -113,6 +113,8 @@ class PipelineSpec:
     heldout_seed: int = 0
     reuse_from: str | None = None  # an earlier run whose build/ and models/target_sft are reused (e.g. for alpha sweeps)
     logp_shift_models: list | None = None  # variants whose log-prob shift is measured; None: every variant
+    seeds: list | None = None  # `wrpo seeds`: one run per seed (data split, sampling, SFT and preference training), then means with intervals; None: one run
+    seeds_reuse_sources: bool = False  # `wrpo seeds`: later seeds reuse the first seed's source samples (`build.reuse_sources_from`)
 
 @dataclass
 class LauncherSpec:
@@ -277,6 +279,11 @@ def validate_config(cfg:Config, # the configuration to check (returned unchanged
     if b.tie_policy not in TIE_POLICIES: raise ConfigError(f"build.tie_policy: {b.tie_policy!r} is not one of {TIE_POLICIES}")
     _check_rows(p.prompts, "pipeline.prompts"); _check_rows(e.prompts, "eval.prompts")
     if p.models is not None and ":" not in p.models.call: raise ConfigError(f"pipeline.models.call: expected 'module:attr', got {p.models.call!r}")
+    if p.seeds is not None:
+        bad = [s for s in p.seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+        if not p.seeds or bad: raise ConfigError(f"pipeline.seeds: expected a non-empty list of integers >= 0, got {p.seeds!r}")
+        dup = sorted({s for s in p.seeds if p.seeds.count(s) > 1})
+        if dup: raise ConfigError(f"pipeline.seeds: seed(s) {dup} repeated; each seed is one run")
     if not 0 <= p.heldout_fraction < 1: raise ConfigError(f"pipeline.heldout_fraction: must be in [0, 1), got {p.heldout_fraction}")
     if not t.variants: raise ConfigError("train.variants: name at least one variant to train")
     for v, kw in t.variants.items():

@@ -17,9 +17,9 @@ from matplotlib.figure import Figure
 from .selection import source_contribution
 
 # %% auto #0
-__all__ = ['STYLE', 'RESPONSE_STYLE', 'MARGIN_TITLES', 'BASELINE_COLORS', 'SCHEDULE_STYLE', 'save_figure', 'plot_logp_shift',
-           'load_history', 'margin_curves', 'plot_reward_margins', 'plot_alpha_sweep', 'source_contribution_table',
-           'plot_source_contribution', 'results_table']
+__all__ = ['STYLE', 'RESPONSE_STYLE', 'MARGIN_TITLES', 'BASELINE_COLORS', 'SCHEDULE_STYLE', 'METRIC_LABELS', 'save_figure',
+           'plot_logp_shift', 'load_history', 'margin_curves', 'plot_reward_margins', 'plot_alpha_sweep',
+           'source_contribution_table', 'plot_source_contribution', 'plot_seed_means', 'results_table']
 
 # %% ../nbs/09_plots.ipynb #1a78765a
 STYLE = {"font.size": 11, "axes.titlesize": 11, "axes.labelsize": 11, "legend.fontsize": 10, "xtick.labelsize": 10,
@@ -261,6 +261,41 @@ def plot_source_contribution(quads_or_counts,     # as for `source_contribution_
     ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= min(100, top * 1.15 + 1)])
     ax.grid(axis="x", visible=False)
     ax.set_title(title)
+    return fig
+
+# %% ../nbs/09_plots.ipynb #83e0b037
+METRIC_LABELS = {"accuracy": "held-out accuracy", "reward": "mean reward"}
+
+@_styled
+def plot_seed_means(summary:dict,        # model -> metric -> {mean, half_width, values, n, level} (seeds.json's `models`)
+                    metrics:tuple=("accuracy", "reward"), # metrics to show, one panel each (those no model has are left out)
+                    title:str|None=None, # figure title; None: says the interval level and the number of seeds
+                   )->Figure:
+    "Mean over seeds with confidence-interval error bars and each seed's value as a dot, models on the x axis, one panel per metric."
+    metrics = [m for m in metrics if any(m in v for v in summary.values())]
+    if not summary or not metrics: raise ValueError(f"no model has any of the metrics asked for; models: {sorted(summary)}")
+    models = list(summary)
+    fig, axes = _figure(len(metrics), width=max(7.0, 0.75 * len(models) * len(metrics) + 1.5), height=3.6)
+    ns, levels = set(), set()
+    for ax, m in zip(axes, metrics):
+        for i, name in enumerate(models):
+            s = summary[name].get(m)
+            if s is None: continue
+            ns.add(s["n"]); levels.add(s["level"])
+            vals = np.asarray(s.get("values") or [], dtype=np.float64)
+            if len(vals):
+                jit = np.linspace(-0.18, 0.18, len(vals)) if len(vals) > 1 else np.zeros(1)
+                ax.scatter(i + 0.22 + jit * 0.5, vals, s=12, color="gray", alpha=0.55, zorder=2, linewidths=0)
+            hw = s.get("half_width")
+            ax.errorbar([i], [s["mean"]], yerr=None if hw is None else [[hw], [hw]], fmt="o", color=f"C{i % 10}",
+                        markersize=7, capsize=5, elinewidth=2, capthick=2, zorder=3)
+        ax.set_xticks(range(len(models)), models, rotation=30 if len(models) > 3 else 0, ha="right" if len(models) > 3 else "center")
+        ax.set_xlim(-0.6, len(models) - 0.4)
+        ax.set_ylabel(METRIC_LABELS.get(m, m))
+        ax.grid(axis="x", visible=False)
+    n_txt = f"n = {min(ns)}" if len(ns) == 1 else f"n = {min(ns)}–{max(ns)}"
+    lv = f"{100 * min(levels):g}%" if levels else ""
+    fig.suptitle(title or f"mean over seeds ({n_txt}) with {lv} t-interval; gray dots: single seeds", fontsize=11)
     return fig
 
 # %% ../nbs/09_plots.ipynb #1128583c
