@@ -160,12 +160,12 @@ def test_beyond_the_paper_variants_on_the_ci_run(ci_run, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     res = json.loads((out / "results.json").read_text())
     variants = ["wrpo", "wrpo_k2", "wrpo_k3", "wrpo_k3_softmax", "sigmoid_mean", "fusechat"]
-    assert set(res["models"]) == {"target_sft", "dpo", *variants}
+    assert set(res["models"]) == {"src_llama_add", "src_gpt2_reverse", "src_qwen2_sort", "target", "target_sft", "dpo", "hybrid_dpo", "wrpo_static", *variants}
     assert [res["variants"][v]["source_k"] for v in variants[:4]] == [1, 2, 3, 3]
     assert res["variants"]["fusechat"]["data_mode"] == "same_source" and res["variants"]["fusechat"]["objective"] == "ln_dpo"
     strip = lambda log: [{k: v for k, v in h.items() if "runtime" not in k and "per_second" not in k} for h in log]
     logs = {v: json.loads((out / "logs" / f"{v}.json").read_text()) for v in variants}
-    for v in ("wrpo", "dpo"):   # k = 1 on data with extra columns: the paper's WRPO (and DPO), bit for bit
+    for v in ("wrpo", "dpo", "hybrid_dpo", "wrpo_static"):   # k = 1 on data with extra columns: the paper's variants, bit for bit
         assert strip(json.loads((out / "logs" / f"{v}.json").read_text())) == strip(json.loads((ci_run / "logs" / f"{v}.json").read_text())), v
     loss = lambda v: [h["loss"] for h in logs[v] if "loss" in h]
     assert loss("wrpo_k2") != loss("wrpo") and loss("wrpo_k3") != loss("wrpo_k2") and loss("wrpo_k3_softmax") != loss("wrpo_k3")

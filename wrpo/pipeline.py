@@ -204,7 +204,7 @@ def config_path(name_or_path, # an existing YAML file, or a shipped config's nam
                )->Path:
     "A config file: a path as given, or the name of a config shipped with wrpo ('demo', 'ci', 'sweep', 'beyond', 'paper')."
     p = Path(name_or_path)
-    if p.exists(): return p
+    if p.is_file(): return p   # a directory of that name (e.g. a run called `demo` in the working directory) is not a config
     from importlib.resources import files
     for cand in (f"{name_or_path}", f"{name_or_path}.yaml"):
         f = files("wrpo.configs") / cand
