@@ -6,7 +6,7 @@ Docs: https://wrpo-dev.github.io/wrpo/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #1e5d8f40
 from __future__ import annotations
-import argparse, os, sys, time
+import argparse, json, os, sys, time
 from importlib.resources import files
 from pathlib import Path
 
@@ -114,11 +114,13 @@ def run_seed_runs(config:str, # a config path or a shipped name
                   allow_missing:bool=False, # go on past failed seeds, aggregate the rest
                   reuse_sources:bool|None=None, # later seeds reuse the first seed's source samples; None: the config's
                   aggregate_only:bool=False, # run nothing, aggregate what is there
+                  compare:list|None=None, # paired differences 'A - B' (sets `pipeline.seeds_compare`); None: the config's
                  )->Path:
     "Validate `config`, run its pipeline notebook once per seed (`wrpo.seeds.run_seeds`), aggregate into seeds.json/md/png."
     from wrpo.pipeline import config_path, load_config, validate_run
     from wrpo.seeds import run_seeds
     cfg_file = config_path(config).resolve()
+    if compare is not None: overrides = list(overrides or []) + [f"pipeline.seeds_compare={json.dumps(list(compare))}"]
     validate_run(str(cfg_file), overrides)
     t0 = time.time()
     one = lambda cfg, run_dir, ov, redo_: run_pipeline(cfg, str(run_dir), ov, figures=False, log_output=log_output, redo=redo_)
@@ -186,11 +188,13 @@ def parser()->argparse.ArgumentParser:
               "run in OUT/seed-<s>: the seed sets build.seed (data split and sampling), pipeline.heldout_seed, train.sft.seed and\n"
               "train.common.seed; the provided models, prompts and evaluation prompts stay fixed. Then every seed's results.json\n"
               "is aggregated: OUT/seeds.json (per model and metric: per-seed values, mean, Student-t half-width, n), OUT/seeds.md\n"
-              "(\"0.470 ± 0.012\" cells) and OUT/seeds.png (error bars). A missing or failed seed is an error naming its directory\n"
+              "(\"0.470 ± 0.012\" cells; paired per-seed differences such as wrpo - dpo below, --compare) and OUT/seeds.png\n"
+              "(error bars). A missing or failed seed is an error naming its directory\n"
               "unless --allow-missing. The seeds' own figure notebooks are not run; --no-figures also skips seeds.png.",
               "  wrpo seeds ci --out runs/ci_seeds --seeds 0,1,2\n"
               "  wrpo seeds ci_seeds --out runs/ci_seeds             # the miniature at ci size over five seeds\n"
-              "  wrpo seeds ci_seeds --out runs/ci_seeds --aggregate-only --allow-missing")
+              "  wrpo seeds ci_seeds --out runs/ci_seeds --aggregate-only --allow-missing\n"
+              "  wrpo seeds ci_seeds --out runs/ci_seeds --aggregate-only --compare 'wrpo - dpo' --compare 'wrpo_static - wrpo'")
     sd.add_argument("config", help="a YAML config path or a shipped name"); run_opts(sd)
     sd.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2,3,4 (default: the config's pipeline.seeds)")
     sd.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
@@ -198,6 +202,9 @@ def parser()->argparse.ArgumentParser:
     sd.add_argument("--reuse-sources", action="store_true", default=None, help="later seeds reuse the first seed's source samples "
                     "(default: the config's pipeline.seeds_reuse_sources)")
     sd.add_argument("--aggregate-only", action="store_true", help="run nothing: aggregate the seed directories as they are")
+    sd.add_argument("--compare", action="append", default=None, metavar="'A - B'", help="a paired per-seed difference to report, "
+                    "model A minus model B (repeatable; default: the config's pipeline.seeds_compare, else Target-SFT - target, "
+                    "each variant - Target-SFT, each variant - wrpo)")
     f = _sub(sub, "figures", "the figure notebooks on a finished run",
              "Runs the figure notebooks (source contribution, log-prob shift, reward margins, alpha sweep) on a finished run\n"
              "and prints the figure files written.",
@@ -263,7 +270,7 @@ def main(argv=None)->int:
         elif a.cmd == "seeds":
             run_seed_runs(a.config, a.out, seed_list(a.seeds) if a.seeds else None, a.override, figures=not a.no_figures,
                           log_output=not a.quiet, redo=a.redo, level=a.level, allow_missing=a.allow_missing,
-                          reuse_sources=a.reuse_sources, aggregate_only=a.aggregate_only)
+                          reuse_sources=a.reuse_sources, aggregate_only=a.aggregate_only, compare=a.compare)
         elif a.cmd == "eval":
             run_eval(a.config, a.out, a.override, a.model, a.only, log_output=not a.quiet, redo=a.redo)
         elif a.cmd == "figures":

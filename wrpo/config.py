@@ -14,9 +14,9 @@ import yaml
 # %% auto #0
 __all__ = ['BACKENDS', 'REWARD_KINDS', 'TIE_POLICIES', 'SFT_DEFAULTS', 'COMMON_DEFAULTS', 'BENCHMARK_NAMES', 'PROVIDED',
            'ConfigError', 'ModelSpec', 'RewardSpec', 'BuildSpec', 'RowsSpec', 'ProviderSpec', 'PipelineSpec',
-           'LauncherSpec', 'TrainSpec', 'EvalSpec', 'BenchmarksSpec', 'Config', 'validate_config', 'device_defaults',
-           'checkpointing_field', 'sft_kwargs', 'variant_kwargs', 'check_train', 'apply_overrides', 'config_from_dict',
-           'load_config', 'config_to_dict', 'save_config', 'config_changes']
+           'LauncherSpec', 'TrainSpec', 'EvalSpec', 'BenchmarksSpec', 'Config', 'difference_pair', 'validate_config',
+           'device_defaults', 'checkpointing_field', 'sft_kwargs', 'variant_kwargs', 'check_train', 'apply_overrides',
+           'config_from_dict', 'load_config', 'config_to_dict', 'save_config', 'config_changes']
 
 # %% ../nbs/00_config.ipynb #d766cc81
 BACKENDS = ("transformers", "vllm", "openai")
@@ -115,6 +115,7 @@ class PipelineSpec:
     logp_shift_models: list | None = None  # variants whose log-prob shift is measured; None: every variant
     seeds: list | None = None  # `wrpo seeds`: one run per seed (data split, sampling, SFT and preference training), then means with intervals; None: one run
     seeds_reuse_sources: bool = False  # `wrpo seeds`: later seeds reuse the first seed's source samples (`build.reuse_sources_from`)
+    seeds_compare: list | None = None  # `wrpo seeds`: paired per-seed differences, e.g. ["wrpo - dpo"]; None: `wrpo.seeds.default_pairs`; []: none
 
 @dataclass
 class LauncherSpec:
@@ -245,6 +246,16 @@ def _check_model(m: ModelSpec, where):
         raise ConfigError(f"{where}.api_key_env: must be the NAME of an environment variable that holds the key, e.g. "
                           "DEEPSEEK_API_KEY; this value is not a variable name (it may be a key itself, so it is not shown)")
 
+def difference_pair(x, # 'A - B' (spaces optional when neither name has a '-'), or a two-item list [A, B]
+                    where:str="pipeline.seeds_compare", # what to name in an error
+                   )->tuple:
+    "('A', 'B') for the paired difference A − B of two models' results (`pipeline.seeds_compare`, `wrpo seeds --compare`)."
+    if isinstance(x, (list, tuple)) and len(x) == 2 and all(isinstance(v, str) and v.strip() for v in x): return tuple(v.strip() for v in x)
+    if isinstance(x, str):
+        parts = x.split(" - ") if " - " in x else x.split("-")
+        if len(parts) == 2 and all(v.strip() for v in parts): return tuple(v.strip() for v in parts)
+    raise ConfigError(f"{where}: expected 'A - B' (model A minus model B, e.g. 'wrpo - dpo'), got {x!r}")
+
 def _check_rows(r: RowsSpec | None, where):
     if r is None: return
     if (r.path is None) == (r.call is None): raise ConfigError(f"{where}: give exactly one of 'path' (a file or dataset) or 'call' ('module:attr')")
@@ -284,6 +295,10 @@ def validate_config(cfg:Config, # the configuration to check (returned unchanged
         if not p.seeds or bad: raise ConfigError(f"pipeline.seeds: expected a non-empty list of integers >= 0, got {p.seeds!r}")
         dup = sorted({s for s in p.seeds if p.seeds.count(s) > 1})
         if dup: raise ConfigError(f"pipeline.seeds: seed(s) {dup} repeated; each seed is one run")
+    known = [s.name for s in cfg.sources] + ["target", "target_sft"] + list(t.variants)
+    for i, x in enumerate(p.seeds_compare or []):
+        for m in difference_pair(x, f"pipeline.seeds_compare[{i}]"):
+            if m not in known: raise ConfigError(f"pipeline.seeds_compare[{i}]: {m!r} is not a model of this config (one of {known})")
     if not 0 <= p.heldout_fraction < 1: raise ConfigError(f"pipeline.heldout_fraction: must be in [0, 1), got {p.heldout_fraction}")
     if not t.variants: raise ConfigError("train.variants: name at least one variant to train")
     for v, kw in t.variants.items():

@@ -13,8 +13,8 @@ from .files import atomic_write_json, atomic_write_text
 
 # %% auto #0
 __all__ = ['SEED_KEYS', 'betainc', 't_tail', 't_quantile', 'mean_ci', 'format_ci', 'seed_dir', 'seed_overrides', 'seed_list',
-           'SeedsIncomplete', 'result_metrics', 'seeds_table', 'aggregate_seeds', 'SeedRunFailed', 'run_in_process',
-           'run_seeds']
+           'default_pairs', 'paired_differences', 'SeedsIncomplete', 'result_metrics', 'seeds_table', 'aggregate_seeds',
+           'SeedRunFailed', 'run_in_process', 'run_seeds']
 
 # %% ../nbs/16_seeds.ipynb #7ea0f59e
 def _betacf(a:float, b:float, x:float, eps:float=1e-15, max_iter:int=500)->float:
@@ -83,10 +83,12 @@ def mean_ci(values, # the per-seed values (numbers; at least one, all finite)
 
 def format_ci(s:dict, # what `mean_ci` returns
               digits:int=3, # decimals
+              signed:bool=False, # a difference: '+0.038 ± 0.019', with ' *' where the interval excludes 0
              )->str:
-    "'0.470 ± 0.012' for a mean with an interval, '0.470 (n=1)' for a single value."
-    if s["half_width"] is None: return f"{s['mean']:.{digits}f} (n={s['n']})"
-    return f"{s['mean']:.{digits}f} ± {s['half_width']:.{digits}f}"
+    "'0.470 ± 0.012' for a mean with an interval, '0.470 (n=1)' for a single value; signed: '+0.038 ± 0.019 *'."
+    m = f"{s['mean']:{'+' if signed else ''}.{digits}f}"
+    if s["half_width"] is None: return f"{m} (n={s['n']})"
+    return f"{m} ± {s['half_width']:.{digits}f}" + (" *" if signed and abs(s["mean"]) > s["half_width"] else "")
 
 # %% ../nbs/16_seeds.ipynb #46860abe
 SEED_KEYS = ("build.seed", "pipeline.heldout_seed", "train.sft.seed", "train.common.seed")   # what one seed sets
@@ -101,8 +103,8 @@ def seed_overrides(cfg, # the base config (a `Config`; its variants are read)
                    seed:int, # the seed
                    reuse_sources_from=None, # a build directory whose source samples this seed reuses; None: sample anew
                   )->list:
-    "Dotted overrides that make `cfg` the run of `seed`: every seed of `SEED_KEYS`, variants' own seeds, no `pipeline.seeds`."
-    ov = [f"{k}={seed}" for k in SEED_KEYS] + ["pipeline.seeds=null"]
+    "Dotted overrides that make `cfg` the run of `seed`: every seed of `SEED_KEYS`, variants' own seeds, no `pipeline.seeds(_compare)`."
+    ov = [f"{k}={seed}" for k in SEED_KEYS] + ["pipeline.seeds=null", "pipeline.seeds_compare=null"]
     ov += [f"train.variants.{v}.seed={seed}" for v, kw in cfg.train.variants.items() if kw and "seed" in kw]
     if reuse_sources_from is not None: ov.append(f"build.reuse_sources_from={json.dumps(str(reuse_sources_from))}")
     return ov
@@ -114,6 +116,37 @@ def seed_list(text:str, # comma-separated seeds, e.g. "0,1,2" (as given to `wrpo
     except ValueError: raise ConfigError(f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}") from None
     if not seeds: raise ConfigError(f"--seeds: no seed in {text!r}")
     return seeds
+
+# %% ../nbs/16_seeds.ipynb #15b62a9b
+def default_pairs(models:list, # the model names that have results, in table order
+                  variants:list, # the trained variants among them
+                 )->list:
+    "(A, B) pairs: target_sft − target, each variant − target_sft, each other variant − wrpo (those the results have)."
+    has, out = set(models), []
+    if {"target_sft", "target"} <= has: out.append(("target_sft", "target"))
+    if "target_sft" in has: out += [(v, "target_sft") for v in variants if v in has]
+    if "wrpo" in variants and "wrpo" in has: out += [(v, "wrpo") for v in variants if v != "wrpo" and v in has]
+    return out
+
+def paired_differences(per_seed:dict, # seed -> model -> metric -> value (`result_metrics` of each seed's results)
+                       pairs:list, # (A, B) pairs, or 'A - B' strings (`difference_pair`)
+                       level:float=0.95, # the intervals' confidence level
+                      )->dict:
+    "'A - B' -> metric -> `mean_ci` of the per-seed differences A − B over the seeds where both have the metric (with seeds, values)."
+    from wrpo.config import difference_pair
+    known = list(dict.fromkeys(m for r in per_seed.values() for m in r))
+    out = {}
+    for i, x in enumerate(pairs):
+        a, b = difference_pair(x, f"compare[{i}]")
+        for m in (a, b):
+            if m not in known: raise ConfigError(f"compare[{i}] ({a} - {b}): {m!r} has no results in any seed (models: {known})")
+        d = {}
+        for k in dict.fromkeys(k for r in per_seed.values() for k in r.get(a, {}) if k in r.get(b, {})):
+            have = [s for s, r in per_seed.items() if k in r.get(a, {}) and k in r.get(b, {})]
+            vals = [per_seed[s][a][k] - per_seed[s][b][k] for s in have]
+            d[k] = dict(mean_ci(vals, level), seeds=have, values=vals)
+        out[f"{a} - {b}"] = d
+    return out
 
 # %% ../nbs/16_seeds.ipynb #63c5879a
 class SeedsIncomplete(RuntimeError):
@@ -150,9 +183,11 @@ def _seed_problem(d:Path, expected:dict|None)->str|None:
         if diff: return f"made with other settings ({'; '.join(diff[:4])})"
     return None
 
-def seeds_table(models:dict, # model -> metric -> `mean_ci` dict (seeds.json's `models`)
+def seeds_table(models:dict, # model -> metric -> `mean_ci` dict (seeds.json's `models`, or its `differences`)
                 columns:list|None=None, # metrics to show, in order; None: accuracy, reward, then accuracy/<group>
                 digits:int=3, # decimals
+                signed:bool=False, # rows are differences ('+0.038 ± 0.019 *', see `format_ci`)
+                first:str="model", # the first column's heading
                )->str:
     "Markdown table of models x metrics with '0.470 ± 0.012' cells ('–' where a model lacks a metric)."
     if not models: raise ValueError("no results to tabulate")
@@ -164,9 +199,9 @@ def seeds_table(models:dict, # model -> metric -> `mean_ci` dict (seeds.json's `
     head = {"accuracy": "accuracy", "reward": "mean reward"}
     def cell(s):
         if s is None: return "–"
-        t = format_ci(s, digits)
+        t = format_ci(s, digits, signed)
         return t + (f" (n={s['n']})" if s["half_width"] is not None and s["n"] != n_all else "")
-    lines = ["| model | " + " | ".join(head.get(c, c.replace("accuracy/", "acc. ")) for c in cols) + " |", "|---|" + "---:|" * len(cols)]
+    lines = [f"| {first} | " + " | ".join(head.get(c, c.replace("accuracy/", "acc. ")) for c in cols) + " |", "|---|" + "---:|" * len(cols)]
     lines += [f"| {name} | " + " | ".join(cell(m.get(c)) for c in cols) + " |" for name, m in models.items()]
     return "\n".join(lines)
 
@@ -177,19 +212,21 @@ def aggregate_seeds(out, # the multi-seed run's directory (seed directories <out
                     expected:dict|None=None, # seed -> the config dict that seed must have been run with; None: not checked
                     failed:dict|None=None, # seed -> why its run failed (from `run_seeds`), reported as missing
                     figure:bool=True, # also write seeds.png / seeds.pdf
+                    compare:list|None=None, # paired differences, 'A - B' or (A, B); None: `default_pairs`; []: none
                    )->dict:
-    "Read each seed's results.json; write seeds.json (per model and metric: values, mean, half-width, n), seeds.md and seeds.png."
+    "Read each seed's results.json; write seeds.json (per model and metric: values, mean, half-width, n; paired differences), seeds.md and seeds.png."
     out = Path(out)
     stale = [out / f for f in ("seeds.json", "seeds.md", "seeds.png", "seeds.pdf")]
     try:
         if not seeds: raise ValueError("aggregate_seeds: no seeds given")
-        missing, per_seed, stage_s = {}, {}, {}
+        missing, per_seed, stage_s, variants = {}, {}, {}, {}
         for s in seeds:
             d = seed_dir(out, s)
             why = (failed or {}).get(s) or _seed_problem(d, (expected or {}).get(s))
             if why: missing[s] = why; continue
             res = json.loads((d / "results.json").read_text())
             per_seed[s] = result_metrics(res)
+            variants.update(dict.fromkeys(res.get("variants") or {}))
             stage_s[s] = round(sum(v for v in (res.get("timings") or {}).values() if isinstance(v, (int, float))), 1)
         if missing and not allow_missing:
             raise SeedsIncomplete("; ".join(f"{seed_dir(out, s)}: {w}" for s, w in missing.items())
@@ -205,13 +242,18 @@ def aggregate_seeds(out, # the multi-seed run's directory (seed directories <out
                 have = [s for s in present if k in per_seed[s].get(n, {})]
                 vals = [per_seed[s][n][k] for s in have]
                 models[n][k] = dict(mean_ci(vals, level), seeds=have, values=vals)
+        pairs = default_pairs(names, list(variants)) if compare is None else list(compare)
+        diffs = paired_differences({s: per_seed[s] for s in present}, pairs, level)
         agg = dict(out=str(out), level=level, seeds=list(seeds), aggregated=present, missing={str(s): w for s, w in missing.items()},
                    seed_dirs={str(s): seed_dir(".", s).as_posix() for s in present}, stage_seconds={str(s): v for s, v in stage_s.items()},
-                   models=models)
+                   models=models, differences=diffs)
         n_txt = f"n = {len(present)} seeds ({', '.join(map(str, present))})"
         note = f"\n\nNot aggregated: " + "; ".join(f"seed {s}: {w}" for s, w in missing.items()) if missing else ""
         md = (f"Mean ± half-width of the {level:.0%} Student-t confidence interval over {n_txt}; a cell with another n says so."
               f"{note}\n\n{seeds_table(models)}\n")
+        if diffs:
+            md += (f"\nPaired differences A − B: per seed, then mean ± half-width of the {level:.0%} interval over the seeds; "
+                   f"`*`: the interval excludes 0.\n\n{seeds_table(diffs, signed=True, first='difference')}\n")
         atomic_write_json(out / "seeds.json", agg); atomic_write_text(out / "seeds.md", md)
         if figure:
             from wrpo.plots import plot_seed_means, save_figure
@@ -250,7 +292,8 @@ def run_seeds(config, # a YAML path or a shipped config's name (or a dict / `Con
               figure:bool=True, # write seeds.png / seeds.pdf
               aggregate_only:bool=False, # run nothing: aggregate the seed directories as they are
              )->dict:
-    "Run `config` once per seed into <out>/seed-<s> (resumable, each a normal run), then `aggregate_seeds`: seeds.json, seeds.md, seeds.png."
+    "Run `config` once per seed into <out>/seed-<s> (resumable, each a normal run), then `aggregate_seeds`: seeds.json, seeds.md, seeds.png.\n"
+    "The paired differences are `pipeline.seeds_compare` (None: `default_pairs`)."
     from wrpo.pipeline import config_path, run_lock
     if not 0 < level < 1: raise ConfigError(f"level: the intervals' confidence level must lie in (0, 1), got {level}")   # before hours of runs
     src = str(config_path(config).resolve()) if isinstance(config, (str, Path)) else config
@@ -274,7 +317,7 @@ def run_seeds(config, # a YAML path or a shipped config's name (or a dict / `Con
                 if not allow_missing: raise SeedRunFailed(f"seed {s} ({seed_dir(out, s)}) failed: {e}") from e
                 failed[s] = f"its run failed: {type(e).__name__}: {e}"
             wall[s] = round(time.time() - t0, 1)
-        agg = aggregate_seeds(out, seeds, level, allow_missing, expected, failed, figure)
+        agg = aggregate_seeds(out, seeds, level, allow_missing, expected, failed, figure, cfg.pipeline.seeds_compare)
         if not aggregate_only: agg["wall_seconds"] = {str(s): v for s, v in wall.items()}
         agg["reuse_sources"] = bool(reuse)
         atomic_write_json(out / "seeds.json", agg)
