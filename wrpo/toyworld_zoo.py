@@ -10,7 +10,7 @@ __all__ = ['ZOO_EVAL', 'VERSION', 'WORLDS', 'QUALITY', 'WORLD', 'encode_sft', 's
            'zoo_report']
 
 # %% ../nbs/08c_toyworld_zoo.ipynb #e8954096
-import hashlib, json, math, os, shutil, time, uuid
+import hashlib, json, math, os, random, shutil, time, uuid
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from transformers.utils import logging as hf_logging
 from .data import to_messages
 from .files import atomic_dir, clean_temp
-from .toyworld_tasks import SKILLS, VerifierReward, _mix, eval_rows, make_prompts, style_answer
+from .toyworld_tasks import ANSWER_STYLES, SKILLS, VerifierReward, _mix, eval_rows, make_prompts, style_answer
 from .toyworld_models import make_model, make_tokenizer
 
 # %% ../nbs/08c_toyworld_zoo.ipynb #5934878a
@@ -44,6 +44,20 @@ def sft_batch(encoded:list, # (input_ids, prompt length) pairs from `encode_sft`
     return dict(input_ids=ids, attention_mask=mask, labels=labels)
 
 # %% ../nbs/08c_toyworld_zoo.ipynb #f7c9821b
+def _style_shares(style)->dict:
+    "{style: share} from one style name or a mapping of style -> weight (normalised; unknown styles named)."
+    shares = {style: 1.0} if isinstance(style, str) else dict(style)
+    bad = [s for s in shares if s not in ANSWER_STYLES]
+    if bad or not shares or any(w < 0 for w in shares.values()) or sum(shares.values()) <= 0:
+        raise ValueError(f"answer style {style!r}: expected one of {ANSWER_STYLES} or a mapping of them to weights > 0")
+    tot = sum(shares.values())
+    return {s: w / tot for s, w in shares.items() if w > 0}
+
+def _style_text(style)->str:
+    "'bare', or 'bare 70% / preamble 10% / ...' for a mix."
+    sh = _style_shares(style)
+    return next(iter(sh)) if len(sh) == 1 else " / ".join(f"{s} {w:.0%}" for s, w in sh.items())
+
 def train_lm(model, # a causal LM (trained in place)
              tok:PreTrainedTokenizerFast, # its tokenizer
              skill_mix, # skills to train on (see `make_prompts`)
@@ -52,7 +66,7 @@ def train_lm(model, # a causal LM (trained in place)
              lr:float=3e-3, # peak learning rate
              seed:int=0, # data seed
              progress:bool=False, # print the loss now and then
-             answer_style:str="bare", # how the model answers, one of `ANSWER_STYLES`
+             answer_style="bare", # how the model answers: one of `ANSWER_STYLES`, or a mapping style -> share of the rows
              check=None, # called as `check(step)` every `check_every` steps: the mix to go on with, or None to stop
              check_every:int=50, # steps between checks (a multiple of 50 keeps the data stream aligned)
             ) -> list: # training loss per step
@@ -63,10 +77,14 @@ def train_lm(model, # a causal LM (trained in place)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))))
     pool_size = 50 * batch_size
-    styled = lambda rows: [dict(r, answer=style_answer(r["prompt"][-1]["content"], r["answer"], answer_style)) for r in rows]
+    shares = _style_shares(answer_style)
+    def styled(rows, rng):
+        names = rng.choices(list(shares), weights=list(shares.values()), k=len(rows)) if len(shares) > 1 else [next(iter(shares))] * len(rows)
+        return [dict(r, answer=style_answer(r["prompt"][-1]["content"], r["answer"], s)) for r, s in zip(rows, names)]
     model.train(); losses = []; pool = None
     for i in range(steps):
-        if i % 50 == 0 or pool is None: pool = encode_sft(tok, styled(make_prompts(mix, pool_size, seed=seed * 1_000_003 + i)))
+        if i % 50 == 0 or pool is None:
+            pool = encode_sft(tok, styled(make_prompts(mix, pool_size, seed=seed * 1_000_003 + i), random.Random(seed * 1_000_003 + i + 17)))
         j = i % 50
         batch = sft_batch(pool[j * batch_size:(j + 1) * batch_size], tok.pad_token_id)
         loss = model(**batch).loss
@@ -98,8 +116,9 @@ _MODELS = {  # name -> role, family, tokenizer, chat format, strong skill, train
     "target_mistral":   dict(role="target", arch="mistral", tokenizer="bpe-100", style="inst", strong=None,
                              mix={"add": 0.4, "reverse": 0.3, "sort": 0.2, "max": 0.1}),
 }
-WORLDS = {  # world -> model name -> answer style (see `ANSWER_STYLES`)
-    "styled": {"src_llama_add": "preamble", "src_gpt2_reverse": "result", "src_qwen2_sort": "worked", "target_mistral": "bare"},
+WORLDS = {  # world -> model name -> answer style (see `ANSWER_STYLES`), or style -> share of its training answers
+    "styled": {"src_llama_add": "preamble", "src_gpt2_reverse": "result", "src_qwen2_sort": "worked",
+               "target_mistral": {"bare": 0.85, "preamble": 0.05, "result": 0.05, "worked": 0.05}},   # bare by default, has seen every style
     "plain":  {name: "bare" for name in _MODELS},
 }
 QUALITY = dict(source_goal=0.95, target_floor=0.25, n_probe=100, probe_seed=20_000)   # quality targets, checked on fixed probe rows
@@ -255,7 +274,7 @@ def build_zoo(size:str="ci", # "ci" or "demo"
         path = root / name; paths[name] = str(path)
         if (path / "toyworld.json").exists(): continue
         t0 = time.time()
-        if progress: print(f"training {name} ({m['arch']}, {m['tokenizer']}, {m['answer_style']} answers, {m['params']:,} params, "
+        if progress: print(f"training {name} ({m['arch']}, {m['tokenizer']}, {_style_text(m['answer_style'])} answers, {m['params']:,} params, "
                            f"at most {m['steps']} steps)")
         model, tok, losses, quality = _train_model(name, m, size, seed, len(paths), progress)
         train_s = time.time() - t0
