@@ -82,6 +82,28 @@ def test_seeds_json_is_the_mean_of_the_seeds(seeds_run):
     base = __import__("yaml").safe_load((out / "config.yaml").read_text())   # the one config every seed started from
     assert base["pipeline"]["seeds"] == [0, 1] and base["pipeline"]["prompts"]["kwargs"]["n"] == 360
 
+def test_paired_differences_and_the_sweep_figure(seeds_run):
+    """seeds.json's paired differences are the per-seed differences of the seeds' own results; the alpha-sweep figure
+    notebook reads a multi-seed directory (its seeds' results, the mean and the t-interval)."""
+    out, _ = seeds_run
+    agg = json.loads((out / "seeds.json").read_text())
+    res = [json.loads((out / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
+    acc = lambda r, m: r["models"][m]["overall"]["accuracy"]
+    assert list(agg["differences"]) == ["target_sft - target", "dpo - target_sft"]      # the default pairs of these models
+    d = agg["differences"]["dpo - target_sft"]["accuracy"]
+    vals = [acc(r, "dpo") - acc(r, "target_sft") for r in res]
+    assert d["seeds"] == [0, 1] and all(math.isclose(a, b, abs_tol=1e-12) for a, b in zip(d["values"], vals))
+    assert math.isclose(d["half_width"], 12.706205 * abs(vals[0] - vals[1]) / 2, abs_tol=1e-5)
+    assert "| difference | accuracy | mean reward |" in (out / "seeds.md").read_text()
+    figs = out / "figs"
+    r = subprocess.run(WRPO + ["figures", str(out / "seed-0"), "--sweep", str(out), "--out", str(figs)], env=ENV,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (figs / "alpha_sweep.png").stat().st_size > 10_000, r.stdout
+    nb = json.loads((out / "seed-0" / "notebooks" / "fig_alpha_sweep.ipynb").read_text())   # the executed figure notebook
+    text = "".join(t for c in nb["cells"] for o in c.get("outputs", []) for t in o.get("text", []))
+    assert "wrote" in text and "no sweep results" not in text, text
+
 def test_a_missing_or_changed_seed_is_named(seeds_run, capsys):
     from wrpo.cli import main          # in this process: aggregating runs nothing
     out, _ = seeds_run

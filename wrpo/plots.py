@@ -177,18 +177,23 @@ SCHEDULE_STYLE = {"dynamic": dict(color="tab:red", marker="o", linestyle="-"),
 def plot_alpha_sweep(rows,                           # list of dicts / DataFrame: alpha, schedule, score, hybrid_accuracy
                      score_label:str="held-out accuracy", # y label of the score panel (name the metric and unit)
                      baselines:dict|None=None,       # label -> score, drawn as horizontal reference lines
+                     level:float|None=None,          # error bars: None, the sd over repeated rows; a level, the t-interval of the mean
                     )->Figure:
     "Held-out score and hybrid-policy internal-reward accuracy against the fusion coefficient, static vs dynamic (paper Fig. 5)."
     df = pd.DataFrame(list(rows) if not isinstance(rows, pd.DataFrame) else rows)
     need = {"alpha", "schedule", "score", "hybrid_accuracy"}
     if df.empty or not need <= set(df.columns): raise ValueError(f"rows need the keys {sorted(need)}, got {sorted(df.columns)}")
-    g = df.groupby(["schedule", "alpha"])[["score", "hybrid_accuracy"]].agg(["mean", "std"]).reset_index()
+    if level is None: spread = "std"
+    else:
+        from wrpo.seeds import mean_ci
+        spread = ("ci", lambda v: mean_ci(v, level)["half_width"] or 0.0)
+    g = df.groupby(["schedule", "alpha"])[["score", "hybrid_accuracy"]].agg(["mean", spread, "count"]).reset_index()
     fig, axes = _figure(2, width=8.0, height=3.4)
     for sched in sorted(g["schedule"].unique(), key=lambda s: (s not in SCHEDULE_STYLE, list(SCHEDULE_STYLE).index(s) if s in SCHEDULE_STYLE else 0, s)):
         sub = g[g["schedule"] == sched].sort_values("alpha")
         st = SCHEDULE_STYLE.get(sched, {})
         for ax, col in zip(axes, ("score", "hybrid_accuracy")):
-            err = sub[(col, "std")].fillna(0).to_numpy()
+            err = sub[(col, "std" if level is None else "ci")].fillna(0).to_numpy()
             ax.errorbar(sub["alpha"], sub[(col, "mean")], yerr=err if err.any() else None, capsize=3, linewidth=2,
                         markersize=6, label=str(sched), **st)
     for i, (label, v) in enumerate((baselines or {}).items()):
@@ -200,6 +205,10 @@ def plot_alpha_sweep(rows,                           # list of dicts / DataFrame
     fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside lower center", ncols=len(labels), frameon=False)
     axes[0].set_ylabel(score_label); axes[0].set_title("Held-out score")
     axes[1].set_ylabel(r"share of rows with $r(y_{ws}) > r(y_l)$"); axes[1].set_title("Hybrid-policy reward accuracy")
+    if level is not None:
+        ns = sorted(set(g[("score", "count")].astype(int)))
+        n = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}-{ns[-1]}"
+        fig.suptitle(f"mean over seeds ({n}) with {100 * level:g}% t-interval", fontsize=11)
     return fig
 
 # %% ../nbs/09_plots.ipynb #0fc8338b
