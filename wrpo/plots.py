@@ -189,12 +189,14 @@ def plot_alpha_sweep(rows,                           # list of dicts / DataFrame
         spread = ("ci", lambda v: mean_ci(v, level)["half_width"] or 0.0)
     g = df.groupby(["schedule", "alpha"])[["score", "hybrid_accuracy"]].agg(["mean", spread, "count"]).reset_index()
     fig, axes = _figure(2, width=8.0, height=3.4)
-    for sched in sorted(g["schedule"].unique(), key=lambda s: (s not in SCHEDULE_STYLE, list(SCHEDULE_STYLE).index(s) if s in SCHEDULE_STYLE else 0, s)):
+    scheds = sorted(g["schedule"].unique(), key=lambda s: (s not in SCHEDULE_STYLE, list(SCHEDULE_STYLE).index(s) if s in SCHEDULE_STYLE else 0, s))
+    for k, sched in enumerate(scheds):
         sub = g[g["schedule"] == sched].sort_values("alpha")
         st = SCHEDULE_STYLE.get(sched, {})
         for ax, col in zip(axes, ("score", "hybrid_accuracy")):
             err = sub[(col, "std" if level is None else "ci")].fillna(0).to_numpy()
-            ax.errorbar(sub["alpha"], sub[(col, "mean")], yerr=err if err.any() else None, capsize=3, linewidth=2,
+            dodge = (k - (len(scheds) - 1) / 2) * 0.012 if err.any() else 0.0   # error bars side by side, not on top of each other
+            ax.errorbar(sub["alpha"] + dodge, sub[(col, "mean")], yerr=err if err.any() else None, capsize=3, linewidth=2,
                         markersize=6, label=str(sched), **st)
     for i, (label, v) in enumerate((baselines or {}).items()):
         axes[0].axhline(v, color=BASELINE_COLORS[i % len(BASELINE_COLORS)], linestyle=":", linewidth=1.8, label=label)
