@@ -51,15 +51,19 @@ def solve(text:str, # an instruction such as "add 34+58", or a chat prompt (list
     raise ValueError(f"not a toy-world task: {text!r} (expected e.g. 'add 34+58', 'reverse abc', 'sort 5291', 'max 5291')")
 
 # %% ../nbs/08a_toyworld_tasks.ipynb #0d90437d
+def _weights(x, known, what:str) -> dict:
+    "A name, a list of names or a dict name -> weight as a dict of positive weights; names checked against `known`."
+    if isinstance(x, str): x = {x: 1.0}
+    elif not isinstance(x, dict): x = {s: 1.0 for s in x}
+    bad = [s for s in x if s not in known]
+    if bad: raise ValueError(f"unknown {what}s {bad}; known {what}s: {', '.join(known)}")
+    w = {s: float(v) for s, v in x.items() if v > 0}
+    if not w: raise ValueError(f"{what} mix {x!r} has no {what} with positive weight")
+    return w
+
 def _mix(skill_mix) -> dict:
     "Normalise a skill mix to a dict of positive weights."
-    if isinstance(skill_mix, str): skill_mix = {skill_mix: 1.0}
-    elif not isinstance(skill_mix, dict): skill_mix = {s: 1.0 for s in skill_mix}
-    bad = [s for s in skill_mix if s not in SKILLS]
-    if bad: raise ValueError(f"unknown skills {bad}; known skills: {', '.join(SKILLS)}")
-    mix = {s: float(w) for s, w in skill_mix.items() if w > 0}
-    if not mix: raise ValueError("skill_mix has no skill with positive weight")
-    return mix
+    return _weights(skill_mix, SKILLS, "skill")
 
 def make_prompts(skill_mix="all", # a skill, a list of skills, a dict skill -> weight, or "all"
                  n:int=100, # number of rows

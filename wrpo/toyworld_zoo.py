@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from transformers.utils import logging as hf_logging
 from .data import to_messages
 from .files import atomic_dir, clean_temp
-from .toyworld_tasks import ANSWER_STYLES, SKILLS, VerifierReward, _mix, eval_rows, make_prompts, style_answer
+from .toyworld_tasks import ANSWER_STYLES, SKILLS, VerifierReward, _mix, _weights, eval_rows, make_prompts, style_answer
 from .toyworld_models import make_model, make_tokenizer
 
 # %% ../nbs/08c_toyworld_zoo.ipynb #5934878a
@@ -46,12 +46,9 @@ def sft_batch(encoded:list, # (input_ids, prompt length) pairs from `encode_sft`
 # %% ../nbs/08c_toyworld_zoo.ipynb #f7c9821b
 def _style_shares(style)->dict:
     "{style: share} from one style name or a mapping of style -> weight (normalised; unknown styles named)."
-    shares = {style: 1.0} if isinstance(style, str) else dict(style)
-    bad = [s for s in shares if s not in ANSWER_STYLES]
-    if bad or not shares or any(w < 0 for w in shares.values()) or sum(shares.values()) <= 0:
-        raise ValueError(f"answer style {style!r}: expected one of {ANSWER_STYLES} or a mapping of them to weights > 0")
+    shares = _weights(style, ANSWER_STYLES, "answer style")
     tot = sum(shares.values())
-    return {s: w / tot for s, w in shares.items() if w > 0}
+    return {s: w / tot for s, w in shares.items()}
 
 def _style_text(style)->str:
     "'bare', or 'bare 70% / preamble 10% / ...' for a mix."
