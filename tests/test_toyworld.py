@@ -1,10 +1,11 @@
-"""The toy world at ci size: a build killed while writing a model leaves no half model behind; each world's zoo reaches
-its quality targets; both worlds show the paper's Figure 1 gap under Target-SFT (y_ws less likely per token than y_wt)."""
+"""The toy world at ci size: a build killed while writing a model leaves no half model behind; each world's shipped zoo
+holds the premises (and a retrain does, opt-in: -m retrain); both worlds show the paper's Figure 1 gap under Target-SFT
+(y_ws less likely per token than y_wt)."""
 import os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest
 
-from wrpo.toyworld import QUALITY, WORLD, build_zoo, load_model, world_spec, zoo_dir, zoo_report
+from wrpo.toyworld import WORLD, build_zoo, load_model, shipped_zoo, world_spec, zoo_dir, zoo_premises, zoo_report
 
 KILLED_BUILD = textwrap.dedent("""
     import sys, time
@@ -52,19 +53,21 @@ ROOT = Path(__file__).resolve().parents[1]
 WORLDS = {"styled": "ci_styled", "plain": "ci"}   # world -> shipped config (configs/<name>.yaml of this checkout)
 
 @pytest.mark.parametrize("world", list(WORLDS))
-def test_ci_zoo_reaches_its_quality_targets(world):
-    rep = zoo_report(build_zoo("ci", world=world, progress=False))   # the cached zoo the ci pipelines use
-    tgt = WORLD["target"]
+def test_shipped_ci_zoo_holds_the_premises(world):
+    paths = build_zoo("ci", world=world, progress=False)   # the shipped zoo the ci and demo pipelines use: no training
+    assert Path(paths[WORLD["target"]]).parent == shipped_zoo("ci", 0, world)
+    rep = zoo_report(paths)
+    assert zoo_premises(rep) == [], (world, zoo_premises(rep))
     for src in WORLD["sources"]:
-        skill, q = WORLD["models"][src]["strong"], rep[src]["quality"]
-        assert q["probe"][skill] >= QUALITY["source_goal"] and q["steps"] <= q["cap"], (world, src, q)
-        assert rep[src]["eval"]["groups"][skill]["accuracy"] >= 0.85, (world, src, rep[src]["eval"]["groups"])
         assert rep[src]["spec"]["answer_style"] == world_spec("ci", world)["models"][src]["answer_style"]
-    q = rep[tgt]["quality"]
-    assert set(q["probe"]) == {"add", "reverse", "sort"} and min(q["probe"].values()) >= QUALITY["target_floor"], (world, q)
-    for src in WORLD["sources"]:   # the stated weakness: each source far better than the target on its own skill
-        skill = WORLD["models"][src]["strong"]
-        assert rep[src]["eval"]["groups"][skill]["accuracy"] - rep[tgt]["eval"]["groups"][skill]["accuracy"] >= 0.3, (world, src)
+
+@pytest.mark.retrain   # opt-in (about 10 minutes on 2 cores): pytest -m retrain tests/test_toyworld.py
+@pytest.mark.parametrize("world", list(WORLDS))
+def test_a_retrained_ci_zoo_meets_the_quality_targets_and_premises(world, tmp_path):
+    """Retrain the ci zoo from scratch here. Tiny models amplify float-order differences, so a retrain is a different
+    world from the shipped one; it must still be one in which the premises hold."""
+    rep = zoo_report(build_zoo("ci", cache_dir=tmp_path, world=world, progress=False, retrain=True))
+    assert zoo_premises(rep) == [], (world, zoo_premises(rep))
 
 def _figure1(world, tmp):
     "Per-token log-probs of y_ws and y_wt under Target-SFT on every quadruple of the world's ci data."
@@ -91,6 +94,7 @@ def figure1(tmp_path_factory):
 # SFT is the correctness gap both share, since Target-SFT copies the sources' styles (nbs/08c_toyworld_zoo.ipynb).
 MIN_MEAN_GAP, MIN_STANDARD_ERRORS = 0.1, 3.0
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world", list(WORLDS))
 def test_world_has_the_figure1_gap(figure1, world):
     g = figure1[world]

@@ -9,7 +9,8 @@ __all__ = ['SKILLS', 'LETTERS', 'DIGITS', 'sample_task', 'solve', 'make_prompts'
            'edit_distance', 'extract_answer', 'verify', 'VerifierReward', 'CHAT_STYLES', 'chat_template',
            'make_tokenizer', 'ARCHS', 'make_model', 'encode_sft', 'sft_batch', 'train_lm', 'ZOO_EVAL', 'VERSION',
            'WORLDS', 'QUALITY', 'world_spec', 'WORLD', 'probe_rows', 'probe_accuracy', 'QualityTargetMissed',
-           'default_cache_dir', 'zoo_dir', 'load_model', 'build_zoo', 'zoo_report']
+           'default_cache_dir', 'zoo_dir', 'load_model', 'MANIFEST', 'ZooIntegrityError', 'shipped_dir', 'zoo_manifest',
+           'verify_zoo', 'shipped_zoo', 'ship_zoo', 'build_zoo', 'zoo_report', 'PREMISE_GAP', 'zoo_premises', 'zoo_cli']
 
 # %% ../nbs/08_toyworld.ipynb #4c464236
 from .toyworld_tasks import *
@@ -20,4 +21,5 @@ _all_ = ["SKILLS", "LETTERS", "DIGITS", "sample_task", "solve", "make_prompts", 
          "edit_distance", "extract_answer", "verify", "VerifierReward", "CHAT_STYLES", "chat_template", "make_tokenizer",
          "ARCHS", "make_model", "encode_sft", "sft_batch", "train_lm", "ZOO_EVAL", "VERSION", "WORLDS", "QUALITY", "world_spec",
          "WORLD", "probe_rows", "probe_accuracy", "QualityTargetMissed", "default_cache_dir", "zoo_dir", "load_model",
-         "build_zoo", "zoo_report"]
+         "MANIFEST", "ZooIntegrityError", "shipped_dir", "zoo_manifest", "verify_zoo", "shipped_zoo", "ship_zoo",
+         "build_zoo", "zoo_report", "PREMISE_GAP", "zoo_premises", "zoo_cli"]
