@@ -225,13 +225,15 @@ def _contrib_ids(data, by)->tuple[dict, list]:
     if hasattr(data, "to_list"): data = data.to_list()
     if isinstance(data, pd.DataFrame): data = data.to_dict(orient="records")
     rows = list(data)
-    if by is None: by = "skill" if rows and all(r.get("skill") is not None for r in rows) else False
+    if by and not all(r.get(by) is not None for r in rows):
+        miss = next(k for k, r in enumerate(rows) if r.get(by) is None)
+        raise ValueError(f"source contribution by {by!r}: row {miss} has no {by!r} (pass by=False for the overall shares only)")
     ids = {"overall": [r.get("source_id") for r in rows]}
     for r in rows if by else []: ids.setdefault(str(r[by]), []).append(r.get("source_id"))
     return ids, []
 
 def source_contribution_table(quads_or_counts,  # quadruple rows with `source_id`, or {source: count}, or {source: {count, share}}
-                              by=None,          # group column; None: "skill" when every row has one; False: overall only
+                              by=False,         # a column every row has: shares per group of it; False: overall only
                              )->pd.DataFrame:   # columns group, source, count, share ("overall" first, then each group)
     "Counts and shares of y_ws per source, overall and per group (`wrpo.selection.source_contribution` per group)."
     ids, listed = _contrib_ids(quads_or_counts, by)
@@ -243,7 +245,7 @@ def source_contribution_table(quads_or_counts,  # quadruple rows with `source_id
 
 @_styled
 def plot_source_contribution(quads_or_counts,     # as for `source_contribution_table`, or its output
-                             by=None,             # group column (see `source_contribution_table`)
+                             by=False,            # group column (see `source_contribution_table`)
                              title:str="Which source supplied the best response $y_{ws}$", # the axes title
                             )->Figure:
     "Share of y_ws per source, overall and per group, as grouped bars (paper Table 1)."
@@ -264,7 +266,7 @@ def plot_source_contribution(quads_or_counts,     # as for `source_contribution_
             bars = ax.bar(np.arange(n_g) + (i - (n_s - 1) / 2) * w, share.loc[s], width=w, label=s, color=f"C{i % 10}")
             if n_g * n_s <= 16: ax.bar_label(bars, fmt="%.0f", fontsize=8, padding=1)
         ax.set_xticks(range(n_g), groups)
-        ax.set_xlabel(f"prompts: all, then per {by if isinstance(by, str) else 'skill'}")
+        ax.set_xlabel(f"prompts: all, then per {by if isinstance(by, str) else 'group'}")
         fig.legend(title="source", frameon=False, loc="outside right upper")
     ax.set_ylabel(r"share of $y_{ws}$ (%)")
     top = float(share.to_numpy().max())
