@@ -11,8 +11,8 @@ from importlib.resources import files
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['FIGURE_NOTEBOOKS', 'PipelineFailed', 'pipeline_notebook', 'kernel_config', 'run_notebook', 'text_progress',
-           'run_pipeline', 'run_eval', 'run_seed_runs', 'make_figures', 'parser', 'main']
+__all__ = ['FIGURE_NOTEBOOKS', 'PipelineFailed', 'pipeline_notebook', 'kernel_config', 'quiet_kernel_manager', 'run_notebook',
+           'text_progress', 'run_pipeline', 'run_eval', 'run_seed_runs', 'make_figures', 'parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #6f8d7b10
 FIGURE_NOTEBOOKS = ("fig_source_contribution.ipynb", "fig_logp_shift.ipynb", "fig_reward_margins.ipynb", "fig_alpha_sweep.ipynb")
@@ -34,6 +34,16 @@ def kernel_config():
     ok = zmq.has("curve") and "transport_encryption" in KernelManager.class_trait_names()   # jupyter_client >= 8.10; kernelspec: ipykernel 7
     return Config(KernelManager=dict(transport_encryption="auto")) if ok else Config()
 
+def quiet_kernel_manager():
+    "papermill's kernel manager class without the SIGINT that jupyter_client sends before every shutdown (see below)."
+    from jupyter_client.manager import AsyncKernelManager
+    class QuietShutdownKernelManager(AsyncKernelManager):
+        "Shut a finished notebook's kernel down without interrupting it first."
+        async def _async_interrupt_kernel(self):
+            if self.shutting_down: return   # the notebook has finished (or failed): nothing to interrupt
+            await super()._async_interrupt_kernel()
+    return QuietShutdownKernelManager
+
 def run_notebook(name:str, # a shipped pipeline notebook (in `wrpo.pipelines`)
                  out_path, # where the executed copy goes (written even when a cell fails)
                  parameters:dict, # papermill parameters, each a name of the notebook's `parameters` cell
@@ -45,7 +55,8 @@ def run_notebook(name:str, # a shipped pipeline notebook (in `wrpo.pipelines`)
     echo = dict(stdout_file=sys.stdout, stderr_file=sys.stderr) if log_output else {}   # as written: progress bars redraw in place
     try:
         pm.execute_notebook(str(pipeline_notebook(name)), str(out_path), parameters=parameters, kernel_name="python3", language="python",
-                            progress_bar=False, cwd=os.getcwd(), config=kernel_config(), **echo)
+                            progress_bar=False, cwd=os.getcwd(), config=kernel_config(),
+                            kernel_manager_class=quiet_kernel_manager(), **echo)
     except pm.PapermillExecutionError as e:
         raise PipelineFailed(f"{name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                              f"the executed notebook, with the error, is at {out_path}") from None
