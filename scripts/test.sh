@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run every test: notebook/package sync, README sync, notebook tests, pytest.
+# Set up (if needed) and run every test: notebook/package sync, README sync, notebook tests, pytest, then the vLLM phases.
+#   bash scripts/test.sh          the full tier (CI: .ci/run)
+#   bash scripts/test.sh --fast   the inner loop, under 5 minutes: sync checks, notebook tests, pytest -m "not slow"
+# Other arguments go to pytest (e.g. -k trainer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+fast=0; args=()
+for a in "$@"; do if [ "$a" = --fast ]; then fast=1; else args+=("$a"); fi; done
 bash scripts/setup.sh
 . .venv/bin/activate
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_MININTERVAL=5
@@ -14,8 +19,13 @@ fi
 python tools/readme.py --check
 echo "== notebook tests =="
 OMP_NUM_THREADS=1 nbdev-test --n-workers 2 --skip-folder-re "^pipelines$"   # one thread per worker: oversubscribed torch threads slow 10-30x
+if [ $fast = 1 ]; then
+  echo "== pytest, fast tier (-m 'not slow'; the full tier: bash scripts/test.sh) =="
+  python -m pytest -q -x -m "not slow and not retrain" ${args[@]+"${args[@]}"}
+  exit 0
+fi
 echo "== pytest =="
-python -m pytest -q -x "$@"
+python -m pytest -q -x ${args[@]+"${args[@]}"}
 # vLLM and the extras (no GPU needed). Set WRPO_SKIP_VLLM=1 to skip these phases locally.
 if [ "${WRPO_SKIP_VLLM:-0}" != 1 ]; then
   t=$SECONDS

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import datasets
 import pytest
+
+pytestmark = pytest.mark.slow   # the full tier only (scripts/test.sh); --fast deselects it
 import yaml
 
 from wrpo.cli import main as wrpo_main

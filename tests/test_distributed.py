@@ -3,6 +3,8 @@ import json, os, subprocess, sys
 from pathlib import Path
 import pytest
 
+pytestmark = pytest.mark.slow   # the full tier only (scripts/test.sh); --fast deselects it
+
 HERE = Path(__file__).parent
 
 ROOT = HERE.parent

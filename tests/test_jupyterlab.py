@@ -4,6 +4,8 @@ kernel's websocket channels: the messages a browser exchanges with JupyterLab (n
 import json, os, shutil, socket, subprocess, sys, time, urllib.request, uuid
 from pathlib import Path
 import pytest
+
+pytestmark = pytest.mark.slow   # the full tier only (scripts/test.sh); --fast deselects it
 import websocket   # websocket-client, a dependency of jupyter_server
 
 ROOT = Path(__file__).resolve().parents[1]

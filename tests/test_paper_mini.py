@@ -6,6 +6,8 @@ import json, os, subprocess, sys
 from pathlib import Path
 import pytest, yaml
 
+pytestmark = pytest.mark.slow   # the full tier only (scripts/test.sh); --fast deselects it
+
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install 'wrpo[deepspeed]')")
 from wrpo.config import config_changes
 from wrpo.testing import paper_mini, PAPER_MINI_KEYS

@@ -3,6 +3,8 @@ import json, os, subprocess, sys, zipfile
 from pathlib import Path
 import pytest
 
+pytestmark = pytest.mark.slow   # the full tier only (scripts/test.sh); --fast deselects it
+
 ROOT = Path(__file__).resolve().parents[1]
 WRPO = [sys.executable, "-m", "wrpo.cli"]
 ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}

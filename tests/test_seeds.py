@@ -5,6 +5,8 @@ import json, math, os, subprocess, sys, time
 from pathlib import Path
 import pytest
 
+pytestmark = pytest.mark.slow   # the full tier only (scripts/test.sh); --fast deselects it
+
 ROOT = Path(__file__).resolve().parents[1]
 WRPO = [sys.executable, "-m", "wrpo.cli"]
 CI = str(ROOT / "configs" / "ci.yaml")

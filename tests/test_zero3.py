@@ -6,6 +6,8 @@ import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 
+pytestmark = pytest.mark.slow   # the full tier only (scripts/test.sh); --fast deselects it
+
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install 'wrpo[deepspeed]')")
 HERE = Path(__file__).parent
 ZERO3 = HERE.parent / "configs" / "accelerate" / "deepspeed_zero3.yaml"
