@@ -16,6 +16,8 @@ def ci_run(tmp_path_factory):
     r = subprocess.run(WRPO + ["demo", "--size", "ci", "--out", str(out), "--quiet"], cwd=work, env=ENV,
                        capture_output=True, text=True, timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    errors = [l for l in (r.stdout + r.stderr).splitlines() if "ERROR" in l or "Traceback" in l]
+    assert not errors, errors   # a good run ends clean: an ERROR line must mean an error (the kernel's shutdown SIGINT logged one)
     return out
 
 def test_artefacts(ci_run):
