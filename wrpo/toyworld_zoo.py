@@ -302,7 +302,8 @@ def ship_zoo(paths:dict, # model name -> directory, as `build_zoo` returns (one 
         raise ValueError(f"ship_zoo: {src} holds files of models not in `paths` ({sorted(paths)})")
     man.update(name=src.name, version=VERSION, models=sorted(paths),
                shipped=datetime.date.today().isoformat(),
-               trained_with={k: json.loads((Path(p) / "toyworld.json").read_text()).get("trained_with") for k, p in paths.items()})
+               trained_with={k: json.loads((Path(p) / "toyworld.json").read_text()).get("trained_with")
+                             if (Path(p) / "toyworld.json").is_file() else None for k, p in paths.items()})
     final = dest / f"{src.name}-{man['content'][:12]}"
     def write(tmp):
         for name, p in paths.items(): shutil.copytree(p, tmp / name)
