@@ -11,7 +11,7 @@ import websocket   # websocket-client, a dependency of jupyter_server
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "nbs" / "pipelines" / "fuse.ipynb"
 WIDGET = "application/vnd.jupyter.widget-view+json"
-# The notebook runs at `ci` size (the smallest shipped config: about 80 s here once its tiny zoo is cached, which
+# The notebook runs at `ci` size (the smallest shipped config: about 80 s here with the shipped zoo, which
 # tests/test_pipeline.py shares). WRPO_LAB_SIZE=smoke runs it with these overrides instead (the untrained "smoke" zoo,
 # 90 prompts, one epoch: the same cells, about 60 s), for a quick check.
 SMOKE = ["name=lab", "pipeline.models.kwargs.size=smoke", "pipeline.prompts.kwargs.n=90", "eval.prompts.kwargs.n_per_skill=5",

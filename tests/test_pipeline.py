@@ -75,7 +75,7 @@ def test_rerun_resumes_without_redoing(ci_run):
     assert r.returncode == 0, r.stderr[-3000:]
     after = json.loads((ci_run / "results.json").read_text())
     assert after["models"] == before["models"]
-    drop = lambda t: {k: v for k, v in t.items() if k != "models"}    # the (cached) zoo is provided again; nothing else runs
+    drop = lambda t: {k: v for k, v in t.items() if k != "models"}    # the (shipped) zoo is provided again; nothing else runs
     assert drop(after["timings"]) == drop(before["timings"])
 
 def test_failing_cell_gives_nonzero_exit_and_points_at_notebook(tmp_path):
@@ -112,7 +112,7 @@ def test_wheel_ships_pipelines_and_configs(tmp_path):
         assert f in names, f
 
 def test_same_seed_same_numbers(ci_run, tmp_path):
-    "A second run from scratch (zoo cached) with the same config and seeds reproduces every number."
+    "A second run from scratch (shipped zoo) with the same config and seeds reproduces every number."
     again = tmp_path / "again"
     r = subprocess.run(WRPO + ["run", "ci", "--out", str(again), "--quiet", "--no-figures"], env=ENV, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
