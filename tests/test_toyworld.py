@@ -102,3 +102,16 @@ def test_world_has_the_figure1_gap(figure1, world):
     assert g["n"] >= 200, g
     assert g["mean_gap"] >= MIN_MEAN_GAP, g                                   # y_ws clearly less likely per token than y_wt
     assert g["mean_gap"] >= MIN_STANDARD_ERRORS * g["se"], g
+
+def test_the_package_data_globs_ship_every_zoo_file():
+    "A pip-installed (non-editable) wrpo carries the whole shipped zoo: pyproject's package-data globs match every file."
+    import fnmatch, tomllib
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["wrpo.zoo"]
+    def shipped(rel):   # setuptools' globs: one path segment per '*' segment
+        parts = rel.split("/")
+        return any(len(g.split("/")) == len(parts) and all(fnmatch.fnmatch(p, q) for p, q in zip(parts, g.split("/"))) for g in globs)
+    files = [p.relative_to(ROOT / "zoo").as_posix() for p in (ROOT / "zoo").rglob("*")
+             if p.is_file() and p.name != "__init__.py" and "__pycache__" not in p.parts]
+    assert len(files) >= 2 * (len(WORLD["models"]) * 5 + 1), files   # both worlds: >= 5 files per model and a manifest
+    assert [f for f in files if not shipped(f)] == []
+    assert not shipped("a/b/c/d")   # the check can fail: a file one level deeper is not shipped
