@@ -242,11 +242,14 @@ def validate_quadruples(rows:Iterable[dict], # quadruple rows in the canonical s
         more = f"\n... and {len(errs) - max_report} more" if len(errs) > max_report else ""
         raise QuadrupleError(f"{len(errs)} of {len(rows)} quadruple rows are invalid:\n" + "\n".join(errs[:max_report]) + more)
     text = lambda v: v.strip() if isinstance(v, str) else "\n".join(str(m.get("content", "")).strip() for m in v)
-    same = [i for i, r in enumerate(rows) if text(r["rejected"]) in (text(r["target_chosen"]), text(r["source_chosen"]))]
+    # y_wt == y_l: the on-policy margin is always 0 (wrpo's builder never writes such a row). y_ws == y_l alone is a
+    # legitimate row (the best source response no better than the target's worst): its hybrid margin is 0, the
+    # on-policy pair still teaches, so it is not warned about.
+    same = [i for i, r in enumerate(rows) if text(r["rejected"]) == text(r["target_chosen"])]
     if same:
         import warnings
-        warnings.warn(f"{len(same)} of {len(rows)} quadruples have a chosen response identical to the rejected one (rows "
-                      f"{same[:max_report]}{'...' if len(same) > max_report else ''}): their margin is always 0 and they teach nothing; "
+        warnings.warn(f"{len(same)} of {len(rows)} quadruples have y_wt (target_chosen) identical to y_l (rejected) (rows "
+                      f"{same[:max_report]}{'...' if len(same) > max_report else ''}): their on-policy margin is always 0; "
                       "drop them (wrpo's builder never writes such rows)", stacklevel=2)
     return rows
 
