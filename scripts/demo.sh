@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRL_EXPERIMENTAL_SILENCE=1
+command -v nvidia-smi >/dev/null 2>&1 || export DS_ACCELERATOR=cpu   # no GPU: DeepSpeed's CPU accelerator, without its "unable to detect" warning
 wrpo demo --size demo --out runs/demo "$@"
