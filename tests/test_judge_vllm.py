@@ -7,6 +7,9 @@ Skipped where vLLM is not importable (the main .venv). The tiny model's verdicts
 protocol plumbing with a real server (every judgment present, each parsed or counted as unparseable, none dropped, the
 AlpacaEval preference read from the log-probabilities vLLM returns) and that the disk cache makes a rerun free.
 The exact protocol checks (parsing, swapping, ties, retries) are in nbs/14_judge.ipynb against a labelled fake server.
+Also here: a mistyped judge model fails the 1-token check in seconds with the server's own 404, and two real judges
+(two tiny models, two servers) judge the same answers through `run_benchmarks`, whose agreement report is checked
+against the two judges' official judgment files.
 """
 import importlib.metadata, json, os, socket, subprocess, sys, time, urllib.request
 import pytest
@@ -18,7 +21,7 @@ vllm = pytest.importorskip("vllm", reason="vLLM is not installed here: run with 
 import psutil
 from wrpo.config import ModelSpec
 from wrpo.files import read_jsonl
-from wrpo.judge import (JudgeClient, judge_alpaca_eval, judge_arena_hard, judge_mt_bench, ARENA_HARD_LABELS,
+from wrpo.judge import (JudgeClient, JudgeUnavailable, judge_alpaca_eval, judge_arena_hard, judge_mt_bench, ARENA_HARD_LABELS,
                         arena_hard_judgment_path, mt_bench_judgment_path, write_alpaca_annotations,
                         write_arena_hard_judgments, write_mt_bench_judgments)
 from wrpo.testing import tiny_lm, tiny_tokenizer
@@ -118,3 +121,71 @@ def test_rerun_is_free(runs):
     assert a2[0] == a1[0] and h2[0] == h1[0]
     strip = lambda rows: [{k: v for k, v in r.items() if k != "tstamp"} for r in rows]
     assert strip(m2[0]) == strip(m1[0])
+
+def test_unknown_model_fails_in_seconds(server):
+    """A mistyped judge model: the real server answers 404, and the check says so (with the served name) within seconds,
+    whatever the configured retries and back-off."""
+    url, _ = server
+    spec = ModelSpec(name="judge", backend="openai", endpoint=url, model="tiny-judgee", max_retries=5, retry_backoff=2.0, timeout=120)
+    t0 = time.perf_counter()
+    with pytest.raises(JudgeUnavailable) as e: JudgeClient(spec, progress=False).check()
+    dt, msg = time.perf_counter() - t0, str(e.value)
+    assert "HTTP 404" in msg and "tiny-judgee" in msg and "e.g. 'tiny-judge'" in msg, msg
+    assert dt < 10, dt
+    spec = ModelSpec(name="judge", backend="openai", endpoint=url, model="tiny-judge", timeout=120)
+    assert JudgeClient(spec, progress=False).check()["model"] == "tiny-judge"
+
+@pytest.fixture(scope="module")
+def second_server(tmp_path_factory):
+    d = tmp_path_factory.mktemp("judge_b")
+    tok = tiny_tokenizer("char")
+    m = tiny_lm(tok, "llama", d=128, layers=2, heads=2, seed=11, max_pos=MAX_LEN)
+    m.save_pretrained(d / "ckpt"); tok.save_pretrained(d / "ckpt")
+    with vllm_serve(d / "ckpt", "tiny-judge-b", d / "serve.log", max_model_len=MAX_LEN) as url:
+        yield url
+
+def _verdicts_from_files(root, judge):
+    "Each judgment's verdict read back from the official files of one judge (independent of wrpo.scores)"
+    out = {}
+    for f in (root / "alpaca_eval").glob(f"*/{judge}/annotations.json"):
+        for a in json.loads(f.read_text()):
+            p = a["preference"]
+            out[("alpaca_eval", a["generator_2"], a["instruction"])] = None if p is None else (p > 1.5) - (p < 1.5)
+    for f in (root / "arena_hard" / "model_judgment" / judge).glob("*.jsonl"):
+        for r in read_jsonl(f):
+            for g, game in enumerate(r["games"]): out[("arena_hard", r["model"], r["question_id"], g)] = game["score"]
+    for r in read_jsonl(root / "mt_bench" / "model_judgment" / f"{judge}_single.jsonl"):
+        out[("mt_bench", r["model"], r["question_id"], r["turn"])] = None if r["score"] == -1 else r["score"]
+    return out
+
+def test_two_real_judges_agreement(server, second_server, tmp_path):
+    """`run_benchmarks` with two real judges: both judge every answer, each under its own name, and agreement.json's
+    counts and shares of identical verdicts equal those recomputed from the two judges' official files."""
+    from wrpo.config import BENCHMARK_NAMES
+    from wrpo.paper_eval import run_benchmarks
+    from wrpo.testing import benchmark_fixtures
+    (url_a, _), url_b = server, second_server
+    data = benchmark_fixtures(tmp_path / "data", n=3)
+    tok = tiny_tokenizer("char"); models = {}
+    for k, arch in enumerate(["gpt2", "llama"]):
+        tiny_lm(tok, arch, d=32, seed=k, path=tmp_path / arch)
+        models[f"tiny-{arch}"] = ModelSpec(name=arch, model=str(tmp_path / arch), device="cpu", batch_size=8)
+    judge = lambda url, name: ModelSpec(name=name, backend="openai", endpoint=url, model=name, max_concurrency=2, max_retries=1, timeout=120)
+    names = [n for n in BENCHMARK_NAMES if n in ("alpaca_eval", "arena_hard", "mt_bench")]
+    out = tmp_path / "eval"
+    res = run_benchmarks(names, models, out, judge(url_a, "tiny-judge"), data_dir=data, max_new_tokens=8, bootstrap_rounds=10,
+                         compare_judges=[judge(url_b, "tiny-judge-b")], judge_max_tokens=12)
+    ag = json.loads((out / "agreement.json").read_text())["tiny-judge-b"]
+    va, vb = _verdicts_from_files(out, "tiny-judge"), _verdicts_from_files(out, "tiny-judge-b")
+    assert set(va) == set(vb) and len(va) == 2 * (3 + 3 * 2 + 3 * 2), len(va)   # per model: 3 annotations, 6 games, 6 ratings
+    for b in names:
+        keys = [k for k in va if k[0] == b]
+        both = [k for k in keys if va[k] is not None and vb[k] is not None]
+        assert ag[b]["n_compared"] == len(both), (b, ag[b], len(both))
+        assert ag[b]["parsed_by_one_only"] == sum((va[k] is None) != (vb[k] is None) for k in keys), b
+        if both: assert abs(ag[b]["identical"] - sum(va[k] == vb[k] for k in both) / len(both)) < 1e-12, b
+        assert ag[b]["n_models"] == 2
+    assert set(res["scores_by_judge"]) == {"tiny-judge", "tiny-judge-b"}
+    md = (out / "agreement.md").read_text()
+    assert "| tiny-judge-b | arena_hard |" in md and "How far the results depend on the judge" in md
+    assert "† " in (out / "results.md").read_text()   # a tiny judge's numbers are marked as not comparable with published ones

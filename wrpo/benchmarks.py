@@ -40,24 +40,29 @@ class Benchmark:
     default_temperature: float | None = None  # for a category not in `category_temperature`
     turns: int = 1  # user turns per question
     source: str = ""  # the official files these settings were read from
+    label: str = ""  # how results name it, with its version
+    baseline_label: str = ""  # what its numbers are measured against, in words
 
 BENCHMARKS = {
     "alpaca_eval": Benchmark(
         "alpaca_eval", {"questions": ("alpaca_eval.json", f"{_AE_HUB}/alpaca_eval.json"),
                         "baseline": ("alpaca_eval_gpt4_baseline.json", f"{_AE_HUB}/alpaca_eval_gpt4_baseline.json")},
         baseline_model="gpt4_1106_preview", judge_model="weighted_alpaca_eval_gpt4_turbo", max_new_tokens=4096,
-        source="tatsu-lab/alpaca_eval src/alpaca_eval/constants.py, models_configs/Meta-Llama-3-8B-Instruct/configs.yaml"),
+        source="tatsu-lab/alpaca_eval src/alpaca_eval/constants.py, models_configs/Meta-Llama-3-8B-Instruct/configs.yaml",
+        label="AlpacaEval 2.0", baseline_label="gpt4_1106_preview (GPT-4 Turbo)"),
     "arena_hard": Benchmark(
         "arena_hard", {"questions": ("question.jsonl", f"{_AH_RAW}/data/arena-hard-v0.1/question.jsonl"),
                        "baseline": ("model_answer/gpt-4-0314.jsonl", f"{_AH_RAW}/data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl")},
         baseline_model="gpt-4-0314", judge_model="gpt-4-1106-preview", max_new_tokens=4096,
-        source="lmarena/arena-hard-auto@0489bf3 config/gen_answer_config.yaml, config/judge_config.yaml, gen_answer.py"),
+        source="lmarena/arena-hard-auto@0489bf3 config/gen_answer_config.yaml, config/judge_config.yaml, gen_answer.py",
+        label="Arena-Hard v0.1", baseline_label="gpt-4-0314"),
     "mt_bench": Benchmark(
         "mt_bench", {"questions": ("question.jsonl", f"{_FC_RAW}/data/mt_bench/question.jsonl"),
                      "reference": ("reference_answer/gpt-4.jsonl", f"{_FC_RAW}/data/mt_bench/reference_answer/gpt-4.jsonl")},
         baseline_model=None, judge_model="gpt-4", max_new_tokens=1024, category_temperature=MT_BENCH_TEMPERATURE,
         default_temperature=0.7, turns=2,
-        source="lm-sys/FastChat@0e6d3e4 fastchat/llm_judge/common.py, gen_model_answer.py"),
+        source="lm-sys/FastChat@0e6d3e4 fastchat/llm_judge/common.py, gen_model_answer.py",
+        label="MT-Bench", baseline_label="none (single-answer grading, 1-10)"),
 }
 
 def get_benchmark(benchmark, # a name in `BENCHMARKS` or a `Benchmark`

@@ -98,10 +98,16 @@ def run_eval(config:str, # a config path or a shipped name (its `benchmarks` sec
              only:list|None=None, # evaluate only these model names
              log_output:bool=True, # stream the notebook's output to this process
              redo:bool=False, # answer again where a model or the settings changed
+             judges:list|None=None, # judge files or shipped judge names: the first judges (the table), the others are compared with it
             )->Path:
     "Validate `config`, then run the benchmark notebook: the paper's Table 2 for the run's models under <run>/benchmarks."
+    import json
     from wrpo.pipeline import config_path, load_config, run_lock
+    from wrpo.judge_models import load_judge
     cfg_file = config_path(config).resolve()
+    if judges:
+        js = [load_judge(j) for j in judges]
+        overrides = [*(overrides or []), f"benchmarks.judge={json.dumps(js[0])}", f"benchmarks.compare_judges={json.dumps(js[1:])}"]
     cfg = load_config(str(cfg_file), overrides)
     bad = [m for m in models or [] if "=" not in m or not m.split("=", 1)[0]]
     if bad: raise ValueError(f"--model {bad[0]!r}: expected NAME=WHERE (a local path, a hub id, or openai:MODEL@BASE_URL)")
@@ -251,12 +257,16 @@ def parser()->argparse.ArgumentParser:
              "their official locations once (or read from benchmarks.data_dir).",
              "  wrpo eval paper --out runs/paper\n"
              "  wrpo eval paper --out runs/paper --model llama3=meta-llama/Meta-Llama-3-8B-Instruct\n"
-             "  wrpo eval paper --out runs/paper -o benchmarks.names=[mt_bench] -o benchmarks.judge.model=gpt-4o")
+             "  wrpo eval paper --out runs/paper --judge local-vllm\n"
+             "  wrpo eval paper --out runs/paper --judge gpt-4.1 --judge local-vllm   # and how far the results depend on the judge")
     e.add_argument("config", help="a YAML config path or a shipped name")
     e.add_argument("--out", default=None, help="the run directory (default: the config's run_dir, or runs/<name>)")
     e.add_argument("-o", "--override", action="append", default=[], help="dotted config override, e.g. benchmarks.n_questions=20")
     e.add_argument("--model", action="append", default=[], metavar="NAME=WHERE", help="another model: a local path, a hub id, or openai:MODEL@BASE_URL")
     e.add_argument("--only", action="append", default=[], metavar="NAME", help="evaluate only this model (repeatable)")
+    e.add_argument("--judge", action="append", default=[], metavar="NAME_OR_FILE",
+                   help="the judge: a shipped judge (gpt-4.1, local-vllm) or a YAML file of one; again: more judges of the same "
+                        "answers, compared with the first in benchmarks/agreement.md")
     e.add_argument("--redo", action="store_true", help="answer again where a model or the settings changed")
     e.add_argument("--quiet", action="store_true", help="do not echo the notebook's output and progress bars")
     s = _sub(sub, "train-sft", "Target-SFT of a run (what `train.launcher` runs under accelerate launch)",
@@ -283,7 +293,7 @@ def main(argv=None)->int:
                           log_output=not a.quiet, redo=a.redo, level=a.level, allow_missing=a.allow_missing,
                           reuse_sources=a.reuse_sources, aggregate_only=a.aggregate_only, compare=a.compare)
         elif a.cmd == "eval":
-            run_eval(a.config, a.out, a.override, a.model, a.only, log_output=not a.quiet, redo=a.redo)
+            run_eval(a.config, a.out, a.override, a.model, a.only, log_output=not a.quiet, redo=a.redo, judges=a.judge)
         elif a.cmd == "figures":
             for f_ in make_figures(a.run_dir, a.out, a.sweep): print(f_)
         elif a.cmd == "validate":

@@ -10,6 +10,7 @@ import copy, dataclasses, difflib, re
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import yaml
+from .judge_models import judge_problem, judge_key
 
 # %% auto #0
 __all__ = ['BACKENDS', 'REWARD_KINDS', 'TIE_POLICIES', 'SFT_DEFAULTS', 'COMMON_DEFAULTS', 'BENCHMARK_NAMES', 'PROVIDED',
@@ -163,7 +164,11 @@ class BenchmarksSpec:
     names: list = field(default_factory=lambda: list(BENCHMARK_NAMES))  # any of BENCHMARK_NAMES
     data_dir: str | None = None  # the benchmarks' files in the official layout (<data_dir>/<name>/...); None: fetched once, cached
     models: list = field(default_factory=lambda: ["target_sft", "variants"])  # as eval.models
-    judge: ModelSpec | None = None  # an OpenAI-compatible judge (backend openai); model "": each benchmark's published judge; None: answers only
+    judge: ModelSpec | None = None  # an OpenAI-compatible judge (backend openai) with its model named (see wrpo.judge_models); None: answers only
+    compare_judges: list = field(default_factory=list)  # more judges (ModelSpec entries) judging the same answers: agreement.md says how far the results depend on the judge
+    allow_retired_judge: bool = False  # accept a judge model its provider has shut down (an endpoint that still serves the name)
+    judge_max_tokens: int | None = None  # cap each judge reply (Arena-Hard, MT-Bench; e.g. a small local judge); None: the official budgets (4096, 16000, 2048)
+    check_judge: bool = True  # one 1-token request to each judge before anything is answered (False: e.g. rescoring from the judge cache offline)
     judge_logprobs: bool = True  # AlpacaEval: ask for log-probabilities (the official soft preference); False: textual verdicts
     n_questions: int | None = None  # only the first n questions of each benchmark (a smoke run); None: all
     max_new_tokens: int | None = None  # None: each benchmark's own answer budget
@@ -332,10 +337,19 @@ def validate_config(cfg:Config, # the configuration to check (returned unchanged
     if bad: raise ConfigError(f"benchmarks.names: unknown {bad}; known: {list(BENCHMARK_NAMES)}")
     bad = [m for m in bs.models if m not in ("sources", "target", "target_sft", "variants")]
     if bad: raise ConfigError(f"benchmarks.models: unknown entries {bad}; allowed: sources, target, target_sft, variants")
-    if bs.judge is not None:
-        if bs.judge.backend != "openai": raise ConfigError("benchmarks.judge.backend: the judge is an OpenAI-compatible endpoint, backend 'openai'")
-        _check_model(bs.judge, "benchmarks.judge")
-    for k in ("n_questions", "max_new_tokens", "bootstrap_rounds"):
+    if not isinstance(bs.compare_judges, list): raise ConfigError("benchmarks.compare_judges: expected a list of judge entries")
+    bs.compare_judges = [_from_dict(ModelSpec, j, f"benchmarks.compare_judges[{i}]") for i, j in enumerate(bs.compare_judges)]
+    if bs.compare_judges and bs.judge is None: raise ConfigError("benchmarks.compare_judges: needs benchmarks.judge (the judge they are compared with)")
+    seen = {}
+    for where, j in ([("benchmarks.judge", bs.judge)] if bs.judge is not None else []) + [(f"benchmarks.compare_judges[{i}]", j) for i, j in enumerate(bs.compare_judges)]:
+        if j.backend != "openai": raise ConfigError(f"{where}.backend: the judge is an OpenAI-compatible endpoint, backend 'openai'")
+        _check_model(j, where)
+        problem = judge_problem(j.model, f"{where}.model", bs.allow_retired_judge)
+        if problem: raise ConfigError(problem)
+        k = judge_key(j.model)
+        if k in seen: raise ConfigError(f"{where}.model: {j.model!r} is also the model of {seen[k]}; each judge's judgments are filed under its model name")
+        seen[k] = where
+    for k in ("n_questions", "max_new_tokens", "bootstrap_rounds", "judge_max_tokens"):
         if getattr(bs, k) is not None and getattr(bs, k) < 1: raise ConfigError(f"benchmarks.{k}: must be >= 1, got {getattr(bs, k)}")
     if deep: check_train(cfg)
     return cfg

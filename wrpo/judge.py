@@ -6,10 +6,12 @@ Docs: https://wrpo-dev.github.io/wrpo/judge.html.md"""
 
 # %% ../nbs/14_judge.ipynb #eb52aab5
 from __future__ import annotations
-import ast, concurrent.futures as cf, hashlib, json, logging, math, os, random, re, threading, time
+import ast, concurrent.futures as cf, difflib, urllib.request, hashlib, json, logging, math, os, random, re, threading, time
+from dataclasses import replace
 from pathlib import Path
 from .config import ModelSpec, _from_dict
 from .sampling import OpenAISampler
+from .judge_models import judge_problem
 from .files import atomic_write_json, write_jsonl, read_jsonl
 
 logger = logging.getLogger("wrpo.judge")
@@ -17,10 +19,10 @@ logger = logging.getLogger("wrpo.judge")
 # %% auto #0
 __all__ = ['logger', 'ALPACA_EVAL_TEMPLATE', 'ARENA_HARD_SYSTEM_PROMPT', 'ARENA_HARD_PROMPT_TEMPLATE', 'ARENA_HARD_REGEX',
            'ARENA_HARD_CONTINUE', 'MT_BENCH_PROMPTS', 'NEED_REF_CATS', 'ALPACA_EVAL_ANNOTATOR', 'ARENA_HARD_LABELS',
-           'MT_BENCH_ONE', 'MT_BENCH_ONE_BACKUP', 'request_key', 'JudgeCache', 'JudgeClient', 'chatml_to_messages',
-           'alpaca_eval_messages', 'alpaca_eval_switched', 'alpaca_logprob_preference', 'alpaca_text_preference',
-           'judge_alpaca_eval', 'arena_hard_verdict', 'judge_arena_hard', 'mt_bench_rating', 'judge_mt_bench',
-           'arena_hard_judgment_path', 'mt_bench_judgment_path', 'write_alpaca_annotations',
+           'MT_BENCH_ONE', 'MT_BENCH_ONE_BACKUP', 'request_key', 'JudgeCache', 'JudgeUnavailable', 'JudgeClient',
+           'chatml_to_messages', 'alpaca_eval_messages', 'alpaca_eval_switched', 'alpaca_logprob_preference',
+           'alpaca_text_preference', 'judge_alpaca_eval', 'arena_hard_verdict', 'judge_arena_hard', 'mt_bench_rating',
+           'judge_mt_bench', 'arena_hard_judgment_path', 'mt_bench_judgment_path', 'write_alpaca_annotations',
            'write_arena_hard_judgments', 'write_mt_bench_judgments']
 
 # %% ../nbs/14_judge.ipynb #a2dba8af
@@ -62,15 +64,20 @@ class JudgeCache:
                 f.write(line); f.flush(); os.fsync(f.fileno())
 
 # %% ../nbs/14_judge.ipynb #d61239f5
+class JudgeUnavailable(RuntimeError): "The judge's endpoint does not answer for its model (wrong URL, key or model name)"
+
 class JudgeClient:
     "A judge behind an OpenAI-compatible `/chat/completions` endpoint: OpenAISampler's retries, a disk cache, bounded threads."
     def __init__(self, spec:ModelSpec|dict, # the judge: backend "openai", endpoint, model, api_key_env, max_concurrency, ...
                  cache=None, # a cache file path (or a `JudgeCache`); None: in memory only
                  progress:bool=True, # show a tqdm.auto progress bar in `map`
+                 allow_retired:bool=False, # accept a model its provider has shut down (see wrpo.judge_models)
                 ):
         spec = _from_dict(ModelSpec, spec, "judge") if isinstance(spec, dict) else spec
         if spec.backend != "openai" or not spec.endpoint:
             raise ValueError(f"judge {spec.name!r}: needs backend 'openai' and an endpoint (an OpenAI-compatible base URL)")
+        problem = judge_problem(spec.model, f"judge {spec.name!r}: model", allow_retired)
+        if problem: raise ValueError(problem)
         self.spec, self.progress = spec, progress
         self.http = OpenAISampler(spec)  # reads the key from spec.api_key_env; its `post` retries and redacts
         self.cache = cache if isinstance(cache, JudgeCache) else JudgeCache(cache)
@@ -79,6 +86,33 @@ class JudgeClient:
 
     @property
     def model(self)->str: return self.spec.model
+
+    def served_models(self, timeout:float=10.0)->list|None:
+        "The model names the endpoint serves (GET /models), None if it does not say"
+        req = urllib.request.Request(self.spec.endpoint.rstrip("/") + "/models", headers={"Authorization": f"Bearer {self.http._key}"} if self.http._key else {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r: return [m.get("id") for m in json.loads(r.read()).get("data") or []]
+        except Exception: return None
+
+    def check(self, timeout:float=30.0, # at most this many seconds per try
+             )->dict:
+        "One 1-token request, never cached, at most one retry: a wrong endpoint, key or model name fails in seconds, before any work"
+        s = self.spec
+        http = OpenAISampler(replace(s, max_retries=min(s.max_retries, 1), timeout=min(s.timeout, timeout), retry_backoff=min(s.retry_backoff, 1.0)))
+        t0 = time.perf_counter()
+        try:
+            r = http.post(dict(model=s.model, messages=[{"role": "user", "content": "Reply with OK."}], max_tokens=1, temperature=0.0))
+            if not (r.get("choices") or []): raise RuntimeError("the response has no choices")
+        except (RuntimeError, OSError) as e:
+            served, hint = self.served_models(), ""
+            if served is not None and s.model not in served:
+                close = difflib.get_close_matches(s.model, served, 3, 0.5)
+                hint = f"; the endpoint serves {len(served)} model(s)" + (f", e.g. {', '.join(map(repr, close))}" if close else
+                                                                         f": {', '.join(map(repr, served[:8]))}" if served else "")
+            raise JudgeUnavailable(self.http._redact(f"judge {s.name!r}: model {s.model!r} at {s.endpoint} did not answer a 1-token "
+                                                     f"check request ({e}){hint}. Nothing was answered or judged yet; fix the "
+                                                     "judge's endpoint, model or api_key_env")) from None
+        return dict(model=r.get("model") or s.model, seconds=round(time.perf_counter() - t0, 3))
 
     def complete(self, body:dict, # a full request body (see `body`)
                 )->dict:

@@ -12,24 +12,25 @@ from pathlib import Path
 from .config import ModelSpec, BENCHMARK_NAMES
 from .files import atomic_write_json, atomic_write_text, read_jsonl
 from .benchmarks import get_benchmark, fetch_benchmark, load_questions, answer_questions, answer_path
+from .judge_models import comparable_with_published, PUBLISHED_JUDGES
 from .judge import (JudgeClient, JudgeCache, judge_alpaca_eval, judge_arena_hard, judge_mt_bench, write_alpaca_annotations,
                         write_arena_hard_judgments, write_mt_bench_judgments, arena_hard_judgment_path, mt_bench_judgment_path)
-from .scores import alpaca_lc_winrate, arena_hard_scores, mt_bench_scores, results_frame, results_markdown, plot_benchmarks
+from .scores import (alpaca_lc_winrate, arena_hard_scores, mt_bench_scores, results_frame, results_markdown, plot_benchmarks,
+                         judge_agreement, agreement_markdown)
 
 logger = logging.getLogger("wrpo.paper_eval")
 
 # %% auto #0
-__all__ = ['logger', 'PUBLISHED_JUDGES', 'judge_spec', 'benchmark_dir', 'answer_benchmark', 'judge_benchmark', 'score_benchmark',
-           'run_benchmarks']
+__all__ = ['logger', 'provenance', 'benchmark_dir', 'answer_benchmark', 'judge_benchmark', 'score_benchmark', 'run_benchmarks']
 
 # %% ../nbs/15_paper_eval.ipynb #c4968b89
-PUBLISHED_JUDGES = {"alpaca_eval": "gpt-4-1106-preview", "arena_hard": "gpt-4-1106-preview", "mt_bench": "gpt-4"}
-
-def judge_spec(judge:ModelSpec, # the configured judge (backend "openai")
-               benchmark:str, # one of `BENCHMARK_NAMES`
-              )->ModelSpec:
-    "The judge of `benchmark`: the configured endpoint with the configured model, or the benchmark's published judge"
-    return replace(judge, model=judge.model or PUBLISHED_JUDGES[benchmark])
+def provenance(benchmark:str, # one of `BENCHMARK_NAMES`
+               judge_model:str, # the judge that made the numbers
+              )->dict:
+    "What a benchmark's numbers are: its version, baseline, judge, the published judge, and whether they are comparable"
+    b = get_benchmark(benchmark)
+    return dict(benchmark=benchmark, label=b.label, baseline=b.baseline_label, judge=judge_model, published_judge=PUBLISHED_JUDGES[benchmark][0],
+                comparable=comparable_with_published(benchmark, judge_model))
 
 def benchmark_dir(benchmark:str, # one of `BENCHMARK_NAMES`
                   data_dir=None, # a directory holding <benchmark>/ in the official layout; None: fetch into the cache
@@ -62,14 +63,16 @@ def judge_benchmark(benchmark:str, # one of `BENCHMARK_NAMES`
                     bench_dir, # the benchmark's official files
                     models:list, # model names whose answers are under <out_dir>/<benchmark>
                     out_dir, # the evaluation directory
-                    judge:ModelSpec, # the configured judge (see `judge_spec`)
+                    judge:ModelSpec, # the judge (backend openai, its model named)
                     n_questions:int|None=None, # as answered
                     logprobs:bool=True, # AlpacaEval: ask for log-probabilities
+                    allow_retired:bool=False, # accept a judge model its provider has shut down
+                    max_tokens:int|None=None, # cap the judge's reply (Arena-Hard, MT-Bench); None: each protocol's official budget
                    )->tuple[dict, dict]:
     "Judge each model's answers; returns (model -> judgment rows, model -> summary) and writes the official judgment files"
     b, bench_dir, root = get_benchmark(benchmark), Path(bench_dir), Path(out_dir) / benchmark
-    spec = judge_spec(judge, benchmark)
-    client = JudgeClient(spec, cache=JudgeCache(Path(out_dir) / "judge_cache.jsonl"))
+    spec = judge
+    client = JudgeClient(spec, cache=JudgeCache(Path(out_dir) / "judge_cache.jsonl"), allow_retired=allow_retired)
     name = spec.model.replace("/", "_")
     rows, summ = {}, {}
     for m in models:
@@ -82,12 +85,14 @@ def judge_benchmark(benchmark:str, # one of `BENCHMARK_NAMES`
             write_alpaca_annotations(root / m / name / "annotations.json", rows[m])
         elif b.name == "arena_hard":
             qs = read_jsonl(bench_dir / b.files["questions"][0])[:n_questions]
-            rows[m], summ[m] = judge_arena_hard(qs, read_jsonl(answers), read_jsonl(bench_dir / b.files["baseline"][0]), client, judge_name=name)
+            rows[m], summ[m] = judge_arena_hard(qs, read_jsonl(answers), read_jsonl(bench_dir / b.files["baseline"][0]), client, judge_name=name,
+                                                **({"max_tokens": max_tokens} if max_tokens else {}))
             write_arena_hard_judgments(arena_hard_judgment_path(root, name, m), rows[m])
         else:
             qs = read_jsonl(bench_dir / b.files["questions"][0])[:n_questions]
             ref = bench_dir / b.files["reference"][0]
-            rows[m], summ[m] = judge_mt_bench(qs, read_jsonl(answers), client, ref_answers=read_jsonl(ref) if ref.exists() else None, judge_name=name)
+            rows[m], summ[m] = judge_mt_bench(qs, read_jsonl(answers), client, ref_answers=read_jsonl(ref) if ref.exists() else None, judge_name=name,
+                                              **({"max_tokens": max_tokens} if max_tokens else {}))
             write_mt_bench_judgments(mt_bench_judgment_path(root, name), rows[m])
     return rows, summ
 
@@ -116,23 +121,48 @@ def run_benchmarks(names:list, # benchmarks, any of `BENCHMARK_NAMES`
                    bootstrap_rounds:int=100, # Arena-Hard's bootstrap resamples
                    seed:int=0, # sampling and bootstrap seed
                    answered=None, # optional callback(benchmark, model, answer_file) after each model's answers
+                   compare_judges:list|None=None, # more judges of the same answers: their agreement with `judge` (agreement.md)
+                   allow_retired:bool=False, # accept judge models their provider has shut down
+                   check_judge:bool=True, # one 1-token request to each judge before anything is answered
+                   judge_max_tokens:int|None=None, # cap each judge reply (Arena-Hard, MT-Bench); None: the official budgets
                   )->dict:
-    "Answers, judgments and scores of every model on every benchmark; writes scores.json, results.md, benchmarks.png"
-    out = Path(out_dir); scores, summaries = {}, {}
+    "Answers, judgments and scores of every model on every benchmark; writes scores.json, results.md, benchmarks.png (and agreement.md)"
+    out = Path(out_dir)
+    judges = [judge, *(compare_judges or [])] if judge is not None else []
+    if len({j.model for j in judges}) < len(judges): raise ValueError(f"judges: each needs its own model name, got {[j.model for j in judges]}")
+    for j in judges if check_judge else []:
+        r = JudgeClient(j, allow_retired=allow_retired, progress=False).check()
+        logger.info("judge %r: %s at %s answers (%.2f s)", j.name, j.model, j.endpoint, r["seconds"])
+    dirs = {}
     for bench in names:
-        d = benchmark_dir(bench, data_dir)
+        dirs[bench] = d = benchmark_dir(bench, data_dir)
         for m, spec in models.items():
             f = answer_benchmark(bench, d, m, spec, out, n_questions, max_new_tokens, seed)
             if answered is not None: answered(bench, m, f)
-        if judge is None: continue
-        rows, summaries[bench] = judge_benchmark(bench, d, list(models), out, judge, n_questions, logprobs)
-        table = lc_table or (d / "df_gamed.csv" if (d / "df_gamed.csv").exists() else None)
-        scores[bench] = score_benchmark(bench, rows, table, bootstrap_rounds, seed)
-    res = dict(scores=scores, judge_summaries=summaries, models=list(models), benchmarks=list(names))
+    by_judge, rows = {}, {}
+    for j in judges:
+        sc, su = {}, {}
+        for bench in names:
+            r, su[bench] = judge_benchmark(bench, dirs[bench], list(models), out, j, n_questions, logprobs, allow_retired, judge_max_tokens)
+            rows[(j.model, bench)] = [x for v in r.values() for x in v]
+            table = lc_table or (dirs[bench] / "df_gamed.csv" if (dirs[bench] / "df_gamed.csv").exists() else None)
+            sc[bench] = score_benchmark(bench, r, table, bootstrap_rounds, seed)
+        by_judge[j.model] = dict(scores=sc, judge_summaries=su)
+    first = by_judge[judge.model] if judge is not None else dict(scores={}, judge_summaries={})
+    prov = {b: provenance(b, judge.model) for b in names} if judge is not None else {}
+    res = dict(scores=first["scores"], judge_summaries=first["judge_summaries"], models=list(models), benchmarks=list(names),
+               judge=judge.model if judge is not None else None, provenance=prov)
+    if len(judges) > 1:
+        res["scores_by_judge"] = {k: v["scores"] for k, v in by_judge.items()}
+        res["agreement"] = {j.model: {b: judge_agreement(b, rows[(judge.model, b)], rows[(j.model, b)], first["scores"][b], by_judge[j.model]["scores"][b])
+                                      for b in names} for j in judges[1:]}
+        atomic_write_json(out / "agreement.json", res["agreement"])
+        atomic_write_text(out / "agreement.md", agreement_markdown(judge.model, res["agreement"]) + "\n")
     atomic_write_json(out / "scores.json", res)
-    if scores:
-        frame = results_frame(scores.get("alpaca_eval"), scores.get("arena_hard"), scores.get("mt_bench"))
-        atomic_write_text(out / "results.md", results_markdown(frame) + "\n")
-        plot_benchmarks(frame, out / "benchmarks.png")
-        res["table"] = results_markdown(frame)
+    if res["scores"]:
+        frame = results_frame(res["scores"].get("alpaca_eval"), res["scores"].get("arena_hard"), res["scores"].get("mt_bench"),
+                              res["scores"].get("arena_hard_v2"))
+        res["table"] = results_markdown(frame, provenance=prov)
+        atomic_write_text(out / "results.md", res["table"] + "\n")
+        plot_benchmarks(frame, out / "benchmarks.png", provenance=prov)
     return res

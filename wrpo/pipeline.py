@@ -479,7 +479,9 @@ def benchmarks(self:Run,
             self.stages.current(f"bench/{b}/{n}", dict(spec=s, n_questions=bs.n_questions, max_new_tokens=bs.max_new_tokens),
                                 [answer_path(b, out / b, n)], up)
     res = run_benchmarks(bs.names, specs, out, bs.judge, bs.data_dir, bs.n_questions, bs.max_new_tokens, bs.judge_logprobs,
-                         bs.lc_table, bs.bootstrap_rounds, bs.seed, answered=lambda b, n, f: self.stages.done(f"bench/{b}/{n}"))
+                         bs.lc_table, bs.bootstrap_rounds, bs.seed, answered=lambda b, n, f: self.stages.done(f"bench/{b}/{n}"),
+                         compare_judges=bs.compare_judges, allow_retired=bs.allow_retired_judge, check_judge=bs.check_judge,
+                         judge_max_tokens=bs.judge_max_tokens)
     self._time("benchmarks", t0)
     return res
 

@@ -13,8 +13,10 @@ import pandas as pd
 from .files import atomic_write_text
 
 # %% auto #0
-__all__ = ['BENCH_COLUMNS', 'alpaca_winrate', 'fetch_lc_table', 'alpaca_lc_winrate', 'arena_hard_battles', 'arena_hard_scores',
-           'mt_bench_scores', 'results_frame', 'results_markdown', 'plot_benchmarks']
+__all__ = ['MAIN_SCORE', 'BENCH_COLUMNS', 'COLUMN_BENCHMARK', 'NOT_COMPARABLE', 'alpaca_winrate', 'fetch_lc_table',
+           'alpaca_lc_winrate', 'arena_hard_battles', 'arena_hard_scores', 'mt_bench_scores', 'spearman',
+           'judge_verdicts', 'judge_agreement', 'results_frame', 'provenance_markdown', 'results_markdown',
+           'agreement_markdown', 'plot_benchmarks']
 
 # %% ../nbs/13_scores.ipynb #ab402b01
 def _preferences(annotations):
@@ -188,27 +190,92 @@ def mt_bench_scores(judgments:list, # FastChat single-answer judgments {question
         out[m] = dict(turn1=mean(t(1)), turn2=mean(t(2)), average=mean([j["score"] for j in ok]), n=len(ok), n_unparseable=len(js) - len(ok))
     return out
 
+# %% ../nbs/13_scores.ipynb #ce729a59
+MAIN_SCORE = {"alpaca_eval": "length_controlled_winrate", "arena_hard": "win_rate", "arena_hard_v2": "win_rate", "mt_bench": "average"}
+
+def spearman(x:list, y:list)->float:
+    "Spearman's rank correlation (average ranks for ties); NaN when either side is constant or fewer than 2 points"
+    x, y = pd.Series(x, dtype=float), pd.Series(y, dtype=float)
+    if len(x) != len(y): raise ValueError(f"spearman: {len(x)} and {len(y)} values")
+    rx, ry = x.rank(method="average").to_numpy(), y.rank(method="average").to_numpy()
+    if len(x) < 2 or rx.std() == 0 or ry.std() == 0: return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+def judge_verdicts(benchmark:str, # "alpaca_eval", "arena_hard", "arena_hard_v2" or "mt_bench"
+                   rows:list, # one judge's judgment rows of that benchmark (all models)
+                  )->dict:
+    "Each judgment's verdict by a key both judges share: (model, item[, game/turn]) -> verdict (None: unparsed)"
+    out = {}
+    for r in rows:
+        if benchmark == "alpaca_eval":
+            p = r.get("preference")
+            out[(r.get("generator_2"), r["instruction"])] = None if p is None or not 1 <= float(p) <= 2 else int(np.sign(float(p) - 1.5))
+        elif benchmark.startswith("arena_hard"):
+            for g, game in enumerate(r.get("games") or []):
+                out[(r["model"], r.get("question_id", r.get("uid")), g)] = (game or {}).get("score")
+        else:
+            out[(r["model"], r["question_id"], r["turn"])] = None if r["score"] == -1 else r["score"]
+    return out
+
+def judge_agreement(benchmark:str, # the benchmark
+                    rows_a:list, rows_b:list, # judgment rows of the same answers by judge A and by judge B
+                    scores_a:dict, scores_b:dict, # model -> scores (as `score_benchmark` returns them) from A and from B
+                   )->dict:
+    "Share of identical verdicts and Spearman's rho of the models' main scores between two judges of one benchmark"
+    va, vb = judge_verdicts(benchmark, rows_a), judge_verdicts(benchmark, rows_b)
+    both = [k for k in va if k in vb and va[k] is not None and vb[k] is not None]
+    one = sum(1 for k in set(va) | set(vb) if (va.get(k) is None) != (vb.get(k) is None))
+    models = [m for m in scores_a if m in scores_b]
+    key = MAIN_SCORE[benchmark]
+    sa, sb = [scores_a[m][key] for m in models], [scores_b[m][key] for m in models]
+    return dict(n_compared=len(both), identical=float(np.mean([va[k] == vb[k] for k in both])) if both else float("nan"),
+                parsed_by_one_only=one, n_models=len(models), score=key, spearman=spearman(sa, sb),
+                scores={m: [a, b] for m, a, b in zip(models, sa, sb)})
+
 # %% ../nbs/13_scores.ipynb #92d9a5f5
-BENCH_COLUMNS = ["AlpacaEval 2 LC %", "AlpacaEval 2 WR %", "Arena-Hard WR %", "Arena-Hard 95% CI", "MT-Bench T1", "MT-Bench T2", "MT-Bench avg"]
+BENCH_COLUMNS = ["AlpacaEval 2 LC %", "AlpacaEval 2 WR %", "Arena-Hard WR %", "Arena-Hard 95% CI", "Arena-Hard v2 SC %", "Arena-Hard v2 95% CI",
+                 "Arena-Hard v2 WR %", "MT-Bench T1", "MT-Bench T2", "MT-Bench avg"]
+COLUMN_BENCHMARK = {c: ("alpaca_eval" if c.startswith("AlpacaEval") else "arena_hard_v2" if c.startswith("Arena-Hard v2") else
+                        "arena_hard" if c.startswith("Arena-Hard") else "mt_bench") for c in BENCH_COLUMNS}
+
+def _ci(h): return f"({h['lower'] - h['win_rate']:+.1f}, {h['upper'] - h['win_rate']:+.1f})" if h else None
 
 def results_frame(alpaca:dict|None=None, # model -> `alpaca_lc_winrate` output
                   arena:dict|None=None, # model -> entry of `arena_hard_scores` output
                   mt:dict|None=None, # model -> entry of `mt_bench_scores` output
+                  arena_v2:dict|None=None, # model -> entry of `arena_hard_v2_scores` output (style-controlled and plain)
                  )->pd.DataFrame:
-    "One row per model with the paper's columns (and the error estimates the figure needs)"
-    alpaca, arena, mt = alpaca or {}, arena or {}, mt or {}
+    "One row per model with the paper's columns, Arena-Hard v2.0's when given (and the error estimates the figure needs)"
+    alpaca, arena, mt, v2 = alpaca or {}, arena or {}, mt or {}, arena_v2 or {}
     rows = {}
-    for m in dict.fromkeys([*alpaca, *arena, *mt]):
-        a, h, t = alpaca.get(m, {}), arena.get(m, {}), mt.get(m, {})
+    for m in dict.fromkeys([*alpaca, *arena, *v2, *mt]):
+        a, h, t, s = alpaca.get(m, {}), arena.get(m, {}), mt.get(m, {}), v2.get(m, {})
+        sc = s.get("style_controlled", {})
         rows[m] = {"AlpacaEval 2 LC %": a.get("length_controlled_winrate"), "AlpacaEval 2 WR %": a.get("win_rate"),
-                   "Arena-Hard WR %": h.get("win_rate"),
-                   "Arena-Hard 95% CI": f"({h['lower'] - h['win_rate']:+.1f}, {h['upper'] - h['win_rate']:+.1f})" if h else None,
+                   "Arena-Hard WR %": h.get("win_rate"), "Arena-Hard 95% CI": _ci(h),
+                   "Arena-Hard v2 SC %": sc.get("win_rate"), "Arena-Hard v2 95% CI": _ci(sc), "Arena-Hard v2 WR %": s.get("win_rate"),
                    "MT-Bench T1": t.get("turn1"), "MT-Bench T2": t.get("turn2"), "MT-Bench avg": t.get("average"),
-                   "_lc_se": a.get("lc_standard_error"), "_wr_se": a.get("standard_error"), "_ah_lo": h.get("lower"), "_ah_hi": h.get("upper")}
+                   "_lc_se": a.get("lc_standard_error"), "_wr_se": a.get("standard_error"), "_ah_lo": h.get("lower"), "_ah_hi": h.get("upper"),
+                   "_v2_lo": sc.get("lower"), "_v2_hi": sc.get("upper")}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+NOT_COMPARABLE = "†"
+
+def provenance_markdown(provenance:dict, # benchmark -> `wrpo.paper_eval.provenance` entry
+                       )->str:
+    "A Markdown table saying, per benchmark, its version, baseline and judge, and whether its numbers are on the published scale"
+    lines = ["| benchmark | judge | baseline | comparable with the published numbers |", "|---|---|---|---|"]
+    for p in provenance.values():
+        comp = "yes (the published judge)" if p["comparable"] else f"no {NOT_COMPARABLE}: published with {p['published_judge']}"
+        lines.append(f"| {p['label']} | {p['judge']} | {p['baseline']} | {comp} |")
+    if any(not p["comparable"] for p in provenance.values()):
+        lines += ["", f"{NOT_COMPARABLE} judged by another model than the published numbers: these numbers rank the models of this "
+                      "table, but they are not on the scale of the paper's or the leaderboard's numbers."]
+    return "\n".join(lines)
 
 def results_markdown(frame:pd.DataFrame, # from `results_frame`
                      digits:int=1, # decimals of the win rates (MT-Bench scores get one more)
+                     provenance:dict|None=None, # benchmark -> `wrpo.paper_eval.provenance` entry: marks and a provenance table
                     )->str:
     "A Markdown table in the style of results.md (`wrpo.plots.results_table`): best of each numeric column in bold"
     cols = [c for c in BENCH_COLUMNS if c in frame and frame[c].notna().any()]
@@ -221,30 +288,70 @@ def results_markdown(frame:pd.DataFrame, # from `results_frame`
     for c in cols:
         v = [x for x in frame[c] if isinstance(x, (int, float)) and not math.isnan(x)]
         best[c] = max(v) if len(set(v)) > 1 else None
-    lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    prov = provenance or {}
+    head = [c + (f" {NOT_COMPARABLE}" if COLUMN_BENCHMARK[c] in prov and not prov[COLUMN_BENCHMARK[c]]["comparable"] else "") for c in cols]
+    lines = ["| model | " + " | ".join(head) + " |", "|---|" + "---:|" * len(cols)]
     lines += [f"| {m} | " + " | ".join(fmt(c, r[c], best[c]) for c in cols) + " |" for m, r in frame.iterrows()]
+    if prov: lines += ["", provenance_markdown(prov)]
+    return "\n".join(lines)
+
+def agreement_markdown(first_judge:str, # the judge whose numbers the results table shows
+                       agreement:dict, # other judge -> benchmark -> `judge_agreement` output
+                      )->str:
+    "The judge-agreement report: per other judge and benchmark, identical verdicts and the rank correlation of the models"
+    lines = [f"# How far the results depend on the judge", "",
+             f"The same answers judged by {first_judge} (the results table) and by each judge below.", "",
+             "| judge | benchmark | verdicts compared | identical | parsed by one judge only | models | Spearman rho of the models' scores |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    f = lambda v, d=3: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
+    for j, per in agreement.items():
+        for b, a in per.items():
+            lines.append(f"| {j} | {b} | {a['n_compared']} | {f(a['identical'])} | {a['parsed_by_one_only']} | {a['n_models']} | "
+                         f"{f(a['spearman'])} ({a['score']}) |")
+    lines += ["", "Identical: the share of judgments (AlpacaEval: the preferred side; Arena-Hard: each game's label; MT-Bench: the "
+                  "rating) on which both judges agree. Spearman's rho compares the two judges' orderings of the models; with fewer than "
+                  "three models it says little."]
     return "\n".join(lines)
 
 def plot_benchmarks(frame:pd.DataFrame, # from `results_frame`
                     path=None, # save a PNG here if given
+                    provenance:dict|None=None, # benchmark -> `wrpo.paper_eval.provenance` entry: each panel names its judge
                    ):
-    "Bars per model for AlpacaEval 2 (LC and WR, +-1 SE), Arena-Hard (95% CI) and MT-Bench (turn 1, 2, average)"
+    "Bars per model and benchmark: AlpacaEval 2 (LC and WR, +-1 SE), Arena-Hard v0.1 and v2.0 (95% CI), MT-Bench (turns 1, 2, average)"
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(13, 3.8), layout="constrained"); axs = fig.subplots(1, 3)
+    prov = provenance or {}
+    has = lambda c: c in frame and frame[c].notna().any()
+    panels = [b for b, c in (("alpaca_eval", "AlpacaEval 2 LC %"), ("arena_hard", "Arena-Hard WR %"), ("arena_hard_v2", "Arena-Hard v2 SC %"),
+                             ("mt_bench", "MT-Bench avg")) if has(c)] or ["alpaca_eval", "arena_hard", "mt_bench"]
+    fig = Figure(figsize=(4.4 * len(panels), 4.2), layout="constrained"); axs = np.atleast_1d(fig.subplots(1, len(panels)))
     models = list(frame.index); x = np.arange(len(models))
     def bars(ax, cols, errs, title, ylabel, labels=None):
         w = 0.8 / len(cols)
         for i, (c, e) in enumerate(zip(cols, errs)):
-            v = frame[c].astype(float).to_numpy()
+            v = frame[c].astype(float).to_numpy() if c in frame else np.full(len(models), np.nan)
             ax.bar(x + (i - (len(cols) - 1) / 2) * w, v, w, yerr=e, capsize=3, label=(labels or cols)[i])
-        ax.set_xticks(x, models, rotation=20, ha="right"); ax.set_title(title); ax.set_ylabel(ylabel)
+        ax.set_xticks(x, models, rotation=20, ha="right"); ax.set_title(title, fontsize=10); ax.set_ylabel(ylabel)
         if len(cols) > 1: ax.legend(fontsize=8)
     f = lambda c: frame[c].astype(float).fillna(0).to_numpy() if c in frame else None
-    bars(axs[0], ["AlpacaEval 2 LC %", "AlpacaEval 2 WR %"], [f("_lc_se"), f("_wr_se")], "AlpacaEval 2 vs GPT-4 Turbo (±1 SE)", "win rate %", ["LC", "WR"])
-    wr = frame["Arena-Hard WR %"].astype(float).to_numpy()
-    ci = np.vstack([np.nan_to_num(wr - f("_ah_lo")), np.nan_to_num(f("_ah_hi") - wr)])
-    bars(axs[1], ["Arena-Hard WR %"], [ci], "Arena-Hard v0.1 vs GPT-4-0314 (95% CI)", "win rate %")
-    bars(axs[2], ["MT-Bench T1", "MT-Bench T2", "MT-Bench avg"], [None] * 3, "MT-Bench (GPT-4 judge)", "score (1-10)", ["turn 1", "turn 2", "average"])
-    axs[2].set_ylim(0, 10)
+    def ci(c, lo, hi):
+        v = frame[c].astype(float).to_numpy()
+        return np.vstack([np.nan_to_num(v - f(lo)), np.nan_to_num(f(hi) - v)])
+    def title(b, what, default_judge):
+        p = prov.get(b)
+        if p is None: return f"{what}\n(judge {default_judge})"
+        return f"{what}\njudge {p['judge']}" + ("" if p["comparable"] else f" {NOT_COMPARABLE}")
+    for ax, b in zip(axs, panels):
+        if b == "alpaca_eval":
+            bars(ax, ["AlpacaEval 2 LC %", "AlpacaEval 2 WR %"], [f("_lc_se"), f("_wr_se")], title(b, "AlpacaEval 2.0 vs GPT-4 Turbo (±1 SE)", "gpt-4-1106-preview"), "win rate %", ["LC", "WR"])
+        elif b == "arena_hard":
+            bars(ax, ["Arena-Hard WR %"], [ci("Arena-Hard WR %", "_ah_lo", "_ah_hi")], title(b, "Arena-Hard v0.1 vs gpt-4-0314 (95% CI)", "gpt-4-1106-preview"), "win rate %")
+        elif b == "arena_hard_v2":
+            bars(ax, ["Arena-Hard v2 SC %", "Arena-Hard v2 WR %"], [ci("Arena-Hard v2 SC %", "_v2_lo", "_v2_hi"), None],
+                 title(b, "Arena-Hard v2.0 vs its baselines (95% CI)", "gpt-4.1"), "score %", ["style-controlled", "plain"])
+        else:
+            bars(ax, ["MT-Bench T1", "MT-Bench T2", "MT-Bench avg"], [None] * 3, title(b, "MT-Bench (1-10)", "gpt-4"), "score (1-10)", ["turn 1", "turn 2", "average"])
+            ax.set_ylim(0, 10)
+    if any(not p["comparable"] for p in prov.values()):
+        fig.suptitle(f"{NOT_COMPARABLE} another judge than the published numbers': ranks these models, not on the published scale", fontsize=9)
     if path is not None: Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=110)
     return fig
