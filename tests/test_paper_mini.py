@@ -69,7 +69,7 @@ def test_evaluation_rows_judged(run):
     assert "| wrpo |" in md and "| target_sft |" in md
 
 def test_wrpo_eval_gives_the_papers_table_for_every_variant(run):
-    """`wrpo eval` on the paper config: every variant and Target-SFT answer AlpacaEval 2, Arena-Hard and MT-Bench fixtures
+    """`wrpo eval` on the paper config: every variant and Target-SFT answer AlpacaEval 2, Arena-Hard v0.1 and v2.0 and MT-Bench fixtures
     (official layouts) and a judge on 127.0.0.1 judges them -- here the labelled FAKE protocol judge of wrpo.testing
     (the real-model judge runs in tests/test_judge_vllm.py); one command, the official answer formats, the scores."""
     from wrpo.testing import ProtocolJudge
@@ -81,20 +81,23 @@ def test_wrpo_eval_gives_the_papers_table_for_every_variant(run):
         n_requests = len(judge.requests)
     models = {"target_sft", *cfg["train"]["variants"]}
     res = json.loads((out / "benchmarks" / "scores.json").read_text())
-    for bench in ("alpaca_eval", "arena_hard", "mt_bench"): assert set(res["scores"][bench]) == models, bench
+    for bench in ("alpaca_eval", "arena_hard", "arena_hard_v2", "mt_bench"): assert set(res["scores"][bench]) == models, bench
     b = out / "benchmarks"
     for m in models:
         ae = json.loads((b / "alpaca_eval" / m / "model_outputs.json").read_text())
         assert len(ae) == 3 and set(ae[0]) == {"instruction", "output", "generator", "dataset"} and ae[0]["generator"] == m
         ah = [json.loads(l) for l in (b / "arena_hard" / "model_answer" / f"{m}.jsonl").read_text().splitlines()]
         assert len(ah) == 3 and set(ah[0]["choices"][0]["turns"][0]) == {"content", "token_len"}
+        a2 = [json.loads(l) for l in (b / "arena_hard_v2" / "model_answer" / f"{m}.jsonl").read_text().splitlines()]
+        assert len(a2) == 3 and list(a2[0]) == ["uid", "ans_id", "model", "messages", "tstamp", "metadata"]   # the official v2.0 row
         mt = [json.loads(l) for l in (b / "mt_bench" / "model_answer" / f"{m}.jsonl").read_text().splitlines()]
         assert len(mt) == 3 and all(len(x["choices"][0]["turns"]) == 2 for x in mt)
         assert res["scores"]["arena_hard"][m]["n_games"] == 6 and res["scores"]["mt_bench"][m]["n"] + res["scores"]["mt_bench"][m]["n_unparseable"] == 6
     summ = res["judge_summaries"]   # per benchmark and model: judgments asked of the server, or answered from the cache (same answers)
     asked = {b: sum(s["requests"] + s["cache_hits"] for s in summ[b].values()) for b in summ}
-    assert asked == {"alpaca_eval": 3 * len(models), "arena_hard": 6 * len(models), "mt_bench": 6 * len(models)}, asked
-    assert n_requests == sum(s["requests"] for b in summ for s in summ[b].values()), n_requests
+    assert asked == {"alpaca_eval": 3 * len(models), "arena_hard": 6 * len(models), "arena_hard_v2": 6 * len(models), "mt_bench": 6 * len(models)}, asked
+    assert n_requests == 1 + sum(s["requests"] for b in summ for s in summ[b].values()), n_requests   # + the 1-token check
     table = (b / "results.md").read_text()
-    assert all(f"| {m} |" in table for m in models) and "Arena-Hard 95% CI" in table, table
+    assert all(f"| {m} |" in table for m in models) and "Arena-Hard 95% CI" in table and "Arena-Hard v2 SC %" in table, table
+    assert "| Arena-Hard v2.0 | gpt-4.1-2025-04-14 |" in table, table   # the paper config's judge, named with every number
     assert (b / "benchmarks.png").stat().st_size > 10_000

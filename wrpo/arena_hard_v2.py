@@ -234,9 +234,11 @@ def style_features(model_metadata:list, # the model's answer metadata, one per b
     if f.isnan().any(): raise ValueError("style features: NaN (two answers of token_len 0)")
     if not normalize: return f
     if len(f) < 2: raise ValueError("style features: one battle row cannot be standardised")
-    z = (f - torch.mean(f, axis=0)) / torch.std(f, axis=0)
-    if z.isnan().any() or z.isinf().any(): raise ValueError("style features: a feature is constant over the battles (or there is one row); it cannot be standardised")
-    return z
+    sd = torch.std(f, axis=0)
+    const = sd == 0   # e.g. no answer of any model or baseline uses a header: the official divides by 0 and fits NaN
+    if const.any(): logger.warning("arena-hard-v2.0: style feature(s) %s constant over the battles: not controlled for",
+                                   [n for n, c in zip(STYLE_FEATURES, const.tolist()) if c])
+    return torch.where(const, torch.zeros_like(f), (f - torch.mean(f, axis=0)) / torch.where(const, torch.ones_like(sd), sd))
 
 # %% ../nbs/14b_arena_hard_v2.ipynb #40c96e23
 def _one_hot(models:list, baseline:str)->tuple[torch.Tensor, list]:

@@ -21,6 +21,7 @@ __all__ = ['MT_BENCH_TEMPERATURE', 'BENCHMARKS', 'Benchmark', 'get_benchmark', '
 # %% ../nbs/12_benchmarks.ipynb #7714d2bb
 _AE_HUB = "https://huggingface.co/datasets/tatsu-lab/alpaca_eval/resolve/main"
 _AH_RAW = "https://raw.githubusercontent.com/lmarena/arena-hard-auto/0489bf384abd010906014dec7b903f7c438eabba"
+_AH2_RAW = "https://raw.githubusercontent.com/lmarena/arena-hard-auto/196f6b826783b3da7310e361a805fa36f0be83f3/data/arena-hard-v2.0"
 _FC_RAW = "https://raw.githubusercontent.com/lm-sys/FastChat/0e6d3e4beaab66f4d3f93db72541a4abab8af28d/fastchat/llm_judge"
 
 #: FastChat's `temperature_config` (fastchat/llm_judge/common.py); categories not listed get 0.7 (gen_model_answer.py)
@@ -30,7 +31,7 @@ MT_BENCH_TEMPERATURE = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "mat
 @dataclass(frozen=True)
 class Benchmark:
     "One benchmark: its official files (layout path -> URL), baseline, judge and generation settings"
-    name: str  # "alpaca_eval", "arena_hard" or "mt_bench"
+    name: str  # "alpaca_eval", "arena_hard" (v0.1), "arena_hard_v2" or "mt_bench"
     files: dict  # role -> (path in the official layout, download URL); roles: "questions", "baseline", "reference"
     baseline_model: str | None  # the model the judge compares against (None: single-answer grading)
     judge_model: str  # the judge the published numbers use
@@ -56,6 +57,13 @@ BENCHMARKS = {
         baseline_model="gpt-4-0314", judge_model="gpt-4-1106-preview", max_new_tokens=4096,
         source="lmarena/arena-hard-auto@0489bf3 config/gen_answer_config.yaml, config/judge_config.yaml, gen_answer.py",
         label="Arena-Hard v0.1", baseline_label="gpt-4-0314"),
+    "arena_hard_v2": Benchmark(
+        "arena_hard_v2", {"questions": ("question.jsonl", f"{_AH2_RAW}/question.jsonl"),
+                          "baseline": ("model_answer/o3-mini-2025-01-31.jsonl", f"{_AH2_RAW}/model_answer/o3-mini-2025-01-31.jsonl"),
+                          "baseline_creative": ("model_answer/gemini-2.0-flash-001.jsonl", f"{_AH2_RAW}/model_answer/gemini-2.0-flash-001.jsonl")},
+        baseline_model="o3-mini-2025-01-31", judge_model="gpt-4.1", max_new_tokens=4096,
+        source="lmarena/arena-hard-auto@196f6b8 config/arena-hard-v2.0.yaml, utils/judge_utils.py, show_result.py",
+        label="Arena-Hard v2.0", baseline_label="o3-mini-2025-01-31 (hard prompts), gemini-2.0-flash-001 (creative writing)"),
     "mt_bench": Benchmark(
         "mt_bench", {"questions": ("question.jsonl", f"{_FC_RAW}/data/mt_bench/question.jsonl"),
                      "reference": ("reference_answer/gpt-4.jsonl", f"{_FC_RAW}/data/mt_bench/reference_answer/gpt-4.jsonl")},
@@ -114,7 +122,7 @@ def load_questions(benchmark, # a name in `BENCHMARKS` or a `Benchmark`
     if b.name == "alpaca_eval":
         return [dict(question_id=i, category=r.get("dataset"), turns=[r["instruction"]], reference=None)
                 for i, r in enumerate(json.loads(path.read_text()))]
-    if b.name == "arena_hard": return [_arena_question(q) for q in read_jsonl(path)]
+    if b.name.startswith("arena_hard"): return [_arena_question(q) for q in read_jsonl(path)]
     qs = [dict(question_id=q["question_id"], category=q["category"], turns=list(q["turns"]), reference=q.get("reference"))
           for q in read_jsonl(path)]
     ref = d / b.files["reference"][0] if "reference" in b.files else None
@@ -126,11 +134,19 @@ def load_questions(benchmark, # a name in `BENCHMARKS` or a `Benchmark`
 def load_baseline(benchmark, # a name in `BENCHMARKS` or a `Benchmark`
                   directory, # the benchmark's directory in the official layout
                  )->dict:
-    "The baseline's answer per question_id (AlpacaEval: per position), {} for a benchmark without one"
+    "The baseline's answer per question_id (AlpacaEval: per position; Arena-Hard v2.0: each category's baseline), {} without one"
     b = get_benchmark(benchmark); d = Path(directory)
     if "baseline" not in b.files: return {}
     path = d / b.files["baseline"][0]
     if b.name == "alpaca_eval": return {i: r["output"] for i, r in enumerate(json.loads(path.read_text()))}
+    if b.name == "arena_hard_v2":   # each question is judged against its category's baseline
+        from wrpo.arena_hard_v2 import AH2_JUDGE_SETTINGS
+        cat = {q["uid"]: q["category"] for q in read_jsonl(d / b.files["questions"][0])}
+        by = {}
+        for role, (rel, _) in b.files.items():
+            if role.startswith("baseline") and (d / rel).exists():
+                for r in read_jsonl(d / rel): by.setdefault(r["model"], {})[r["uid"]] = r["messages"][-1]["content"]["answer"]
+        return {u: by.get(AH2_JUDGE_SETTINGS[c][0], {}).get(u) for u, c in cat.items() if u in by.get(AH2_JUDGE_SETTINGS[c][0], {})}
     out = {}
     for r in read_jsonl(path):
         if "choices" in r: out[r["question_id"]] = r["choices"][0]["turns"][0]["content"]
@@ -185,6 +201,11 @@ def write_answers(benchmark, # a name in `BENCHMARKS` or a `Benchmark`
     if b.name == "alpaca_eval":
         return atomic_write_json(path, [dict(instruction=r["instruction"], output=r["answers"][0], generator=model,
                                              dataset=r.get("dataset")) for r in records], indent=2)
+    if b.name == "arena_hard_v2":   # the official v2.0 rows, with the style metadata its style control reads
+        from wrpo.arena_hard_v2 import answer_row
+        return write_jsonl(path, [answer_row(r["question_id"], model, r["instruction"], r["answers"][0],
+                                             (r.get("token_len") or [len(r["answers"][0].split())])[0], tstamp=r.get("tstamp"),
+                                             ans_id=r.get("answer_id")) for r in records])
     rows = []
     for r in records:
         if b.name == "arena_hard":
@@ -203,6 +224,10 @@ def read_answers(benchmark, # a name in `BENCHMARKS` or a `Benchmark`
     if b.name == "alpaca_eval":
         return [dict(question_id=i, instruction=r["instruction"], answers=[r["output"]], dataset=r.get("dataset"), model=r.get("generator"))
                 for i, r in enumerate(json.loads(Path(path).read_text()))]
+    if b.name == "arena_hard_v2":
+        return [dict(question_id=r["uid"], instruction=r["messages"][0]["content"], answers=[r["messages"][-1]["content"]["answer"]],
+                     model=r["model"], answer_id=r.get("ans_id"), tstamp=r.get("tstamp"), token_len=[r["metadata"]["token_len"]])
+                for r in read_jsonl(path)]
     out = []
     for r in read_jsonl(path):
         turns = r["choices"][0]["turns"]

@@ -156,7 +156,7 @@ class EvalSpec:
     logp_batch_size: int = 8  # sequences per forward for the log-prob statistics
     extra: dict = field(default_factory=dict)  # backend constructor arguments (e.g. vLLM's max_model_len)
 
-BENCHMARK_NAMES = ("alpaca_eval", "arena_hard", "mt_bench")
+BENCHMARK_NAMES = ("alpaca_eval", "arena_hard", "arena_hard_v2", "mt_bench")
 
 @dataclass
 class BenchmarksSpec:

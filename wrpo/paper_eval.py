@@ -12,6 +12,7 @@ from pathlib import Path
 from .config import ModelSpec, BENCHMARK_NAMES
 from .files import atomic_write_json, atomic_write_text, read_jsonl
 from .benchmarks import get_benchmark, fetch_benchmark, load_questions, answer_questions, answer_path
+from . import arena_hard_v2 as ah2
 from .judge_models import comparable_with_published, PUBLISHED_JUDGES
 from .judge import (JudgeClient, JudgeCache, judge_alpaca_eval, judge_arena_hard, judge_mt_bench, write_alpaca_annotations,
                         write_arena_hard_judgments, write_mt_bench_judgments, arena_hard_judgment_path, mt_bench_judgment_path)
@@ -88,6 +89,13 @@ def judge_benchmark(benchmark:str, # one of `BENCHMARK_NAMES`
             rows[m], summ[m] = judge_arena_hard(qs, read_jsonl(answers), read_jsonl(bench_dir / b.files["baseline"][0]), client, judge_name=name,
                                                 **({"max_tokens": max_tokens} if max_tokens else {}))
             write_arena_hard_judgments(arena_hard_judgment_path(root, name, m), rows[m])
+        elif b.name == "arena_hard_v2":
+            qs = read_jsonl(bench_dir / b.files["questions"][0])[:n_questions]
+            bases = {rel.rsplit("/", 1)[-1][:-len(".jsonl")]: read_jsonl(bench_dir / rel) for role, (rel, _) in b.files.items()
+                     if role.startswith("baseline") and (bench_dir / rel).exists()}
+            rows[m], summ[m] = ah2.judge_arena_hard_v2(qs, read_jsonl(answers), bases, client, judge_name=name,
+                                                       **({"max_tokens": max_tokens} if max_tokens else {}))
+            ah2.write_judgments(ah2.judgment_path(root, name, m), rows[m])
         else:
             qs = read_jsonl(bench_dir / b.files["questions"][0])[:n_questions]
             ref = bench_dir / b.files["reference"][0]
@@ -101,11 +109,18 @@ def score_benchmark(benchmark:str, # one of `BENCHMARK_NAMES`
                     lc_table=None, # AlpacaEval's df_gamed.csv (path); None: fetched and cached
                     bootstrap_rounds:int=100, # Arena-Hard's bootstrap resamples
                     seed:int=0, # the bootstrap's seed
+                    answer_files:list|None=None, # Arena-Hard v2.0: answer files of the models and baselines (their style metadata)
                    )->dict:
-    "model -> the benchmark's scores (see `wrpo.scores`)"
+    "model -> the benchmark's scores (see `wrpo.scores`, `wrpo.arena_hard_v2`)"
     if benchmark == "alpaca_eval": return {m: alpaca_lc_winrate(r, gamed=lc_table) for m, r in judgments.items()}
     if benchmark == "arena_hard":
         return arena_hard_scores([x for r in judgments.values() for x in r], get_benchmark(benchmark).baseline_model, rounds=bootstrap_rounds, seed=seed)
+    if benchmark == "arena_hard_v2":
+        meta = {}
+        for f in answer_files or []:
+            for r in read_jsonl(f): meta.setdefault(r["model"], {})[r["uid"]] = r["metadata"]
+        s = ah2.arena_hard_v2_scores([x for r in judgments.values() for x in r], meta or None, rounds=bootstrap_rounds, seed=seed)
+        return {m: v for m, v in s.items() if m in judgments}   # the baselines are at 50 by construction
     return mt_bench_scores([x for r in judgments.values() for x in r])
 
 # %% ../nbs/15_paper_eval.ipynb #4905e9d7
@@ -146,7 +161,9 @@ def run_benchmarks(names:list, # benchmarks, any of `BENCHMARK_NAMES`
             r, su[bench] = judge_benchmark(bench, dirs[bench], list(models), out, j, n_questions, logprobs, allow_retired, judge_max_tokens)
             rows[(j.model, bench)] = [x for v in r.values() for x in v]
             table = lc_table or (dirs[bench] / "df_gamed.csv" if (dirs[bench] / "df_gamed.csv").exists() else None)
-            sc[bench] = score_benchmark(bench, r, table, bootstrap_rounds, seed)
+            files = [answer_path(bench, out / bench, m) for m in models] + [dirs[bench] / rel for role, (rel, _) in get_benchmark(bench).files.items()
+                                                                          if role.startswith("baseline") and (dirs[bench] / rel).exists()]
+            sc[bench] = score_benchmark(bench, r, table, bootstrap_rounds, seed, files)
         by_judge[j.model] = dict(scores=sc, judge_summaries=su)
     first = by_judge[judge.model] if judge is not None else dict(scores={}, judge_summaries={})
     prov = {b: provenance(b, judge.model) for b in names} if judge is not None else {}

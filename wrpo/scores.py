@@ -233,7 +233,7 @@ def judge_agreement(benchmark:str, # the benchmark
                 scores={m: [a, b] for m, a, b in zip(models, sa, sb)})
 
 # %% ../nbs/13_scores.ipynb #92d9a5f5
-BENCH_COLUMNS = ["AlpacaEval 2 LC %", "AlpacaEval 2 WR %", "Arena-Hard WR %", "Arena-Hard 95% CI", "Arena-Hard v2 SC %", "Arena-Hard v2 95% CI",
+BENCH_COLUMNS = ["AlpacaEval 2 LC %", "AlpacaEval 2 WR %", "Arena-Hard WR %", "Arena-Hard 95% CI", "Arena-Hard v2 SC %", "Arena-Hard v2 90% CI",
                  "Arena-Hard v2 WR %", "MT-Bench T1", "MT-Bench T2", "MT-Bench avg"]
 COLUMN_BENCHMARK = {c: ("alpaca_eval" if c.startswith("AlpacaEval") else "arena_hard_v2" if c.startswith("Arena-Hard v2") else
                         "arena_hard" if c.startswith("Arena-Hard") else "mt_bench") for c in BENCH_COLUMNS}
@@ -253,7 +253,7 @@ def results_frame(alpaca:dict|None=None, # model -> `alpaca_lc_winrate` output
         sc = s.get("style_controlled", {})
         rows[m] = {"AlpacaEval 2 LC %": a.get("length_controlled_winrate"), "AlpacaEval 2 WR %": a.get("win_rate"),
                    "Arena-Hard WR %": h.get("win_rate"), "Arena-Hard 95% CI": _ci(h),
-                   "Arena-Hard v2 SC %": sc.get("win_rate"), "Arena-Hard v2 95% CI": _ci(sc), "Arena-Hard v2 WR %": s.get("win_rate"),
+                   "Arena-Hard v2 SC %": sc.get("win_rate"), "Arena-Hard v2 90% CI": _ci(sc), "Arena-Hard v2 WR %": s.get("win_rate"),
                    "MT-Bench T1": t.get("turn1"), "MT-Bench T2": t.get("turn2"), "MT-Bench avg": t.get("average"),
                    "_lc_se": a.get("lc_standard_error"), "_wr_se": a.get("standard_error"), "_ah_lo": h.get("lower"), "_ah_hi": h.get("upper"),
                    "_v2_lo": sc.get("lower"), "_v2_hi": sc.get("upper")}
@@ -331,6 +331,7 @@ def plot_benchmarks(frame:pd.DataFrame, # from `results_frame`
             v = frame[c].astype(float).to_numpy() if c in frame else np.full(len(models), np.nan)
             ax.bar(x + (i - (len(cols) - 1) / 2) * w, v, w, yerr=e, capsize=3, label=(labels or cols)[i])
         ax.set_xticks(x, models, rotation=20, ha="right"); ax.set_title(title, fontsize=10); ax.set_ylabel(ylabel)
+        if ylabel != "score (1-10)": ax.axhline(50, color="grey", lw=0.8, ls=":")   # as good as the baseline
         if len(cols) > 1: ax.legend(fontsize=8)
     f = lambda c: frame[c].astype(float).fillna(0).to_numpy() if c in frame else None
     def ci(c, lo, hi):
@@ -347,11 +348,11 @@ def plot_benchmarks(frame:pd.DataFrame, # from `results_frame`
             bars(ax, ["Arena-Hard WR %"], [ci("Arena-Hard WR %", "_ah_lo", "_ah_hi")], title(b, "Arena-Hard v0.1 vs gpt-4-0314 (95% CI)", "gpt-4-1106-preview"), "win rate %")
         elif b == "arena_hard_v2":
             bars(ax, ["Arena-Hard v2 SC %", "Arena-Hard v2 WR %"], [ci("Arena-Hard v2 SC %", "_v2_lo", "_v2_hi"), None],
-                 title(b, "Arena-Hard v2.0 vs its baselines (95% CI)", "gpt-4.1"), "score %", ["style-controlled", "plain"])
+                 title(b, "Arena-Hard v2.0 hard prompts (90% CI)", "gpt-4.1"), "score %", ["style-controlled", "plain"])
         else:
             bars(ax, ["MT-Bench T1", "MT-Bench T2", "MT-Bench avg"], [None] * 3, title(b, "MT-Bench (1-10)", "gpt-4"), "score (1-10)", ["turn 1", "turn 2", "average"])
             ax.set_ylim(0, 10)
     if any(not p["comparable"] for p in prov.values()):
-        fig.suptitle(f"{NOT_COMPARABLE} another judge than the published numbers': ranks these models, not on the published scale", fontsize=9)
+        fig.suptitle(f"{NOT_COMPARABLE} judged by another model than the published numbers: ranks these models, not on the published scale", fontsize=9)
     if path is not None: Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=110)
     return fig

@@ -106,7 +106,7 @@ _BENCH_TOPICS = ["the sea", "paperclips", "the blue sky", "late invoices", "ches
 def benchmark_fixtures(root, # a directory: <root>/alpaca_eval, <root>/arena_hard, <root>/mt_bench are written
                        n:int=4, # questions per benchmark
                       )->Path:
-    "A few questions of each benchmark in its official layout (what `benchmarks.data_dir` points to); returns `root`"
+    "A few questions of each benchmark (Arena-Hard v0.1 and v2.0 included) in its official layout (what `benchmarks.data_dir` points to); returns `root`"
     import json
     root = Path(root)
     ae = root / "alpaca_eval"; ae.mkdir(parents=True, exist_ok=True)
@@ -128,6 +128,14 @@ def benchmark_fixtures(root, # a directory: <root>/alpaca_eval, <root>/arena_har
     base = [dict(question_id=q["question_id"], answer_id=f"base{i}", model_id="gpt-4-0314", tstamp=0.0,
                  choices=[dict(index=0, turns=[dict(content=f"The baseline's explanation {i}.", token_len=5)])]) for i, q in enumerate(qs)]
     (ah / "model_answer" / "gpt-4-0314.jsonl").write_text("".join(json.dumps(b) + "\n" for b in base))
+    from wrpo.arena_hard_v2 import answer_row   # Arena-Hard v2.0: hard prompts vs o3-mini, creative writing vs Gemini (styled answers)
+    a2 = root / "arena_hard_v2"; (a2 / "model_answer").mkdir(parents=True, exist_ok=True)
+    q2 = [dict(uid=f"{i:016x}", category=("hard_prompt", "creative_writing")[i % 2], subcategory=("math", "creative_writing")[i % 2],
+               prompt=f"{('Explain', 'Write a poem about')[i % 2]} {t}.") for i, t in enumerate((_BENCH_TOPICS * (n // len(_BENCH_TOPICS) + 1))[:n])]
+    (a2 / "question.jsonl").write_text("".join(json.dumps(q) + "\n" for q in q2))
+    for b, style in (("o3-mini-2025-01-31", "## Answer\n- **{t}**: a reasoned answer\n- 1. step"), ("gemini-2.0-flash-001", "A *plain* answer on {t}.")):
+        rows = [answer_row(q["uid"], b, q["prompt"], style.format(t=q["prompt"][:-1]) + " x" * i, 6 + i, tstamp=0.0, ans_id=f"{b[:2]}{i}") for i, q in enumerate(q2)]
+        (a2 / "model_answer" / f"{b}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     mt = root / "mt_bench"; (mt / "reference_answer").mkdir(parents=True, exist_ok=True)
     cats = ["writing", "math", "roleplay", "reasoning"]
     mq = [dict(question_id=81 + i, category=cats[i % 4], turns=[f"Tell me about {t}.", "Now say it in one word."]) for i, t in enumerate((_BENCH_TOPICS * (n // len(_BENCH_TOPICS) + 1))[:n])]
