@@ -247,14 +247,17 @@ def parser()->argparse.ArgumentParser:
              "`accelerate launch` when the config names a launcher).",
              "  wrpo train-variant runs/ci wrpo")
     t.add_argument("run_dir", help="the run directory"); t.add_argument("name", help="a variant name of the run's config")
-    e = _sub(sub, "eval", "the paper's benchmarks (AlpacaEval 2, Arena-Hard, MT-Bench) with an OpenAI-compatible judge",
+    e = _sub(sub, "eval", "the paper's benchmarks (AlpacaEval 2, Arena-Hard v0.1 and v2.0, MT-Bench) with an OpenAI-compatible judge",
              "Answers AlpacaEval 2 (805 instructions; greedy, long answers, the model's chat template; vs GPT-4-Preview-1106),\n"
-             "Arena-Hard v0.1 (500 questions; greedy; vs gpt-4-0314, both orders) and MT-Bench (80 two-turn questions;\n"
-             "per-category temperatures) with the run's models and any given by --model, writes the answers in each official\n"
+             "Arena-Hard v0.1 (500 questions; greedy; vs gpt-4-0314, both orders), Arena-Hard v2.0 (750; vs o3-mini and\n"
+             "gemini-2.0-flash, style-controlled) and MT-Bench (80 two-turn questions; per-category temperatures) with the\n"
+             "run's models and any given by --model, writes the answers in each official\n"
              "tool's format, judges them with the judge of the config's `benchmarks` section (any OpenAI-compatible endpoint;\n"
              "replies cached) and reports AlpacaEval 2 LC and raw win rates, the Arena-Hard win rate with its 95% bootstrap\n"
              "interval and the MT-Bench scores, in <run>/benchmarks/results.md and a figure. Question sets are fetched from\n"
-             "their official locations once (or read from benchmarks.data_dir).",
+             "their official locations once (or read from benchmarks.data_dir). The judge is checked with one 1-token request\n"
+             "first; retired judge models (gpt-4-1106-preview, gpt-4) are refused. results.md marks numbers made with another\n"
+             "judge than the published ones.",
              "  wrpo eval paper --out runs/paper\n"
              "  wrpo eval paper --out runs/paper --model llama3=meta-llama/Meta-Llama-3-8B-Instruct\n"
              "  wrpo eval paper --out runs/paper --judge local-vllm\n"
