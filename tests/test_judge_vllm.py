@@ -189,3 +189,23 @@ def test_two_real_judges_agreement(server, second_server, tmp_path):
     md = (out / "agreement.md").read_text()
     assert "| tiny-judge-b | arena_hard |" in md and "How far the results depend on the judge" in md
     assert "† " in (out / "results.md").read_text()   # a tiny judge's numbers are marked as not comparable with published ones
+
+def test_wrpo_eval_with_a_mistyped_judge_fails_before_answering(server, tmp_path):
+    """`wrpo eval` end to end with a judge model the real server does not serve: it stops at the 1-token check, with the
+    server's 404 and the served name in one line, before any question is answered."""
+    import yaml
+    from wrpo.testing import benchmark_fixtures
+    url, _ = server
+    tok = tiny_tokenizer("char"); tiny_lm(tok, "gpt2", d=32, seed=0, path=tmp_path / "m")
+    cfg = dict(name="typo", target=dict(name="t", model=str(tmp_path / "m"), device="cpu"), train=dict(variants=dict(wrpo={})),
+               benchmarks=dict(names=["mt_bench"], models=["target"], data_dir=str(benchmark_fixtures(tmp_path / "data", n=2)),
+                               judge=dict(name="j", backend="openai", endpoint=url, model="tiny-judgee", max_retries=5, retry_backoff=2.0)))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "wrpo.cli", "eval", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--quiet"],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    dt = time.perf_counter() - t0
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "JudgeUnavailable" in r.stderr and "HTTP 404" in r.stderr and "e.g. 'tiny-judge'" in r.stderr, r.stderr[-3000:]
+    assert not (tmp_path / "run" / "benchmarks" / "mt_bench" / "model_answer").exists()   # nothing was answered
+    print(f"wrpo eval with a mistyped judge failed after {dt:.1f} s (kernel start included)")

@@ -120,7 +120,8 @@ def score_benchmark(benchmark:str, # one of `BENCHMARK_NAMES`
         for f in answer_files or []:
             for r in read_jsonl(f): meta.setdefault(r["model"], {})[r["uid"]] = r["metadata"]
         s = ah2.arena_hard_v2_scores([x for r in judgments.values() for x in r], meta or None, rounds=bootstrap_rounds, seed=seed)
-        return {m: v for m, v in s.items() if m in judgments}   # the baselines are at 50 by construction
+        nan = float("nan")   # a model none of whose verdicts parsed has no score: a row of gaps, not a missing row
+        return {m: s.get(m, dict(win_rate=nan, lower=nan, upper=nan, style_controlled=None, n_battles=0, categories={})) for m in judgments}
     return mt_bench_scores([x for r in judgments.values() for x in r])
 
 # %% ../nbs/15_paper_eval.ipynb #4905e9d7

@@ -6,7 +6,7 @@ Docs: https://wrpo-dev.github.io/wrpo/scores.html.md"""
 
 # %% ../nbs/13_scores.ipynb #7b67c23e
 from __future__ import annotations
-import math, urllib.request
+import logging, math, urllib.request
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -98,6 +98,9 @@ def alpaca_lc_winrate(annotations:list, # alpaca_eval annotations of ONE model v
     "AlpacaEval 2 metrics: raw win rate and SE, and the length-controlled win rate (%) with its SE and the GLM weights"
     if glm not in ("length_controlled_v1", "length_controlled_noreg", "length_controlled_minimal"): raise ValueError(f"unknown glm {glm!r}")
     out = alpaca_winrate(annotations)
+    if out["n_total"] == 0:   # no usable preference (a judge that never answers m/M): no fit on the gamed rows alone
+        logging.getLogger("wrpo.scores").warning("alpaca_eval: none of %d annotations has a usable preference: no win rate", out["n_invalid"])
+        return dict(out, length_controlled_winrate=float("nan"), lc_standard_error=float("nan"), glm_weights={}, glm_C=float("nan"))
     if len({a.get("generator_2") for a in annotations}) > 1: raise ValueError("annotations of more than one model (generator_2): score one model at a time")
     l1 = np.array([len(a["output_1"]) for a in annotations], float); l2 = np.array([len(a["output_2"]) for a in annotations], float)
     delta = l1 - l2; sd = delta.std(ddof=1)
@@ -164,7 +167,10 @@ def arena_hard_scores(judgments:list, # Arena-Hard judgment records of one or mo
     "Per model: win rate (%) against the baseline with its 95% bootstrap interval, and game counts (unparseable ones too)"
     battles, counts = arena_hard_battles(judgments, baseline, weight)
     names = sorted({m for m, _ in battles})
-    if not names: raise ValueError(f"no parseable games among {sum(c['n_games'] for c in counts.values())}")
+    if not names:   # e.g. a small local judge that never writes a label: no score, but the other benchmarks' results stand
+        logging.getLogger("wrpo.scores").warning("arena-hard: none of %d games has a parseable verdict: no win rate",
+                                                 sum(c["n_games"] for c in counts.values()))
+        return {m: dict(c, win_rate=float("nan"), lower=float("nan"), upper=float("nan"), n_battles=0) for m, c in counts.items()}
     idx = {n: i for i, n in enumerate(names)}
     mi = np.array([idx[m] for m, _ in battles]); oc = np.array([o for _, o in battles])
     point = _bt_winrates(mi, oc, names)
@@ -238,7 +244,7 @@ BENCH_COLUMNS = ["AlpacaEval 2 LC %", "AlpacaEval 2 WR %", "Arena-Hard WR %", "A
 COLUMN_BENCHMARK = {c: ("alpaca_eval" if c.startswith("AlpacaEval") else "arena_hard_v2" if c.startswith("Arena-Hard v2") else
                         "arena_hard" if c.startswith("Arena-Hard") else "mt_bench") for c in BENCH_COLUMNS}
 
-def _ci(h): return f"({h['lower'] - h['win_rate']:+.1f}, {h['upper'] - h['win_rate']:+.1f})" if h else None
+def _ci(h): return f"({h['lower'] - h['win_rate']:+.1f}, {h['upper'] - h['win_rate']:+.1f})" if h and not math.isnan(h["win_rate"]) else None
 
 def results_frame(alpaca:dict|None=None, # model -> `alpaca_lc_winrate` output
                   arena:dict|None=None, # model -> entry of `arena_hard_scores` output
@@ -250,7 +256,7 @@ def results_frame(alpaca:dict|None=None, # model -> `alpaca_lc_winrate` output
     rows = {}
     for m in dict.fromkeys([*alpaca, *arena, *v2, *mt]):
         a, h, t, s = alpaca.get(m, {}), arena.get(m, {}), mt.get(m, {}), v2.get(m, {})
-        sc = s.get("style_controlled", {})
+        sc = s.get("style_controlled") or {}   # None: no style control (no metadata, or no parseable verdict)
         rows[m] = {"AlpacaEval 2 LC %": a.get("length_controlled_winrate"), "AlpacaEval 2 WR %": a.get("win_rate"),
                    "Arena-Hard WR %": h.get("win_rate"), "Arena-Hard 95% CI": _ci(h),
                    "Arena-Hard v2 SC %": sc.get("win_rate"), "Arena-Hard v2 90% CI": _ci(sc), "Arena-Hard v2 WR %": s.get("win_rate"),
