@@ -132,17 +132,36 @@ def test_unknown_model_fails_in_seconds(server):
     dt, msg = time.perf_counter() - t0, str(e.value)
     assert "HTTP 404" in msg and "tiny-judgee" in msg and "e.g. 'tiny-judge'" in msg, msg
     assert dt < 10, dt
+    print(f"mistyped judge model: JudgeUnavailable after {dt:.2f} s: {msg[:160]}")
     spec = ModelSpec(name="judge", backend="openai", endpoint=url, model="tiny-judge", timeout=120)
     assert JudgeClient(spec, progress=False).check()["model"] == "tiny-judge"
 
+def scripted_judge(path, replies:list, seed:int=0):
+    """A real checkpoint whose greedy reply is fixed: every block's output projection is zeroed, so the last hidden state is
+    the current token's embedding and the model is a bigram model; its LM head maps <|assistant|> -> replies[0] -> ... ->
+    <eos>. vLLM serves it like any model, so the judge protocols and the agreement report meet verdicts that parse."""
+    import torch
+    tok = tiny_tokenizer("char"); tok.add_tokens(["[[A>B]]", "[[B>A]]", "[[7]]", "[[3]]"])
+    m = tiny_lm(tok, "llama", d=128, layers=2, heads=2, seed=seed, max_pos=MAX_LEN)
+    with torch.no_grad():
+        for layer in m.model.layers: layer.self_attn.o_proj.weight.zero_(); layer.mlp.down_proj.weight.zero_()
+        E = m.model.embed_tokens.weight
+        h = E / (E.pow(2).mean(-1, keepdim=True) + m.config.rms_norm_eps).sqrt()   # what the final RMSNorm (weight 1) makes of a token
+        W = m.lm_head.weight; W.normal_(0, 0.01)
+        chain = ["<|assistant|>", *replies, tok.eos_token]
+        for a, b in zip(chain, chain[1:]):
+            ia, ib = tok.convert_tokens_to_ids(a), tok.convert_tokens_to_ids(b)
+            W[ib] += 30 * h[ia] / h[ia].pow(2).sum()                             # logit 30 for b after a
+    m.save_pretrained(path); tok.save_pretrained(path)
+    return path
+
 @pytest.fixture(scope="module")
-def second_server(tmp_path_factory):
-    d = tmp_path_factory.mktemp("judge_b")
-    tok = tiny_tokenizer("char")
-    m = tiny_lm(tok, "llama", d=128, layers=2, heads=2, seed=11, max_pos=MAX_LEN)
-    m.save_pretrained(d / "ckpt"); tok.save_pretrained(d / "ckpt")
-    with vllm_serve(d / "ckpt", "tiny-judge-b", d / "serve.log", max_model_len=MAX_LEN) as url:
-        yield url
+def scripted_servers(tmp_path_factory):
+    "Two real judges behind two real servers: both answer AlpacaEval with `m` and rate MT-Bench 7; A says [[A>B]], B [[B>A]]"
+    d = tmp_path_factory.mktemp("scripted")
+    a = scripted_judge(d / "a", ["m", "[[A>B]]", "[[7]]"], seed=5); b = scripted_judge(d / "b", ["m", "[[B>A]]", "[[7]]"], seed=6)
+    with vllm_serve(a, "judge-a", d / "a.log", max_model_len=MAX_LEN) as url_a, vllm_serve(b, "judge-b", d / "b.log", max_model_len=MAX_LEN) as url_b:
+        yield url_a, url_b
 
 def _verdicts_from_files(root, judge):
     "Each judgment's verdict read back from the official files of one judge (independent of wrpo.scores)"
@@ -154,55 +173,62 @@ def _verdicts_from_files(root, judge):
     for f in (root / "arena_hard" / "model_judgment" / judge).glob("*.jsonl"):
         for r in read_jsonl(f):
             for g, game in enumerate(r["games"]): out[("arena_hard", r["model"], r["question_id"], g)] = game["score"]
+    for f in (root / "arena_hard_v2" / "model_judgment" / judge).glob("*.jsonl"):
+        for r in read_jsonl(f):
+            for g, game in enumerate(r["games"]): out[("arena_hard_v2", r["model"], r["uid"], g)] = (game or {}).get("score")
     for r in read_jsonl(root / "mt_bench" / "model_judgment" / f"{judge}_single.jsonl"):
         out[("mt_bench", r["model"], r["question_id"], r["turn"])] = None if r["score"] == -1 else r["score"]
     return out
 
-def test_two_real_judges_agreement(server, second_server, tmp_path):
-    """`run_benchmarks` with two real judges: both judge every answer, each under its own name, and agreement.json's
-    counts and shares of identical verdicts equal those recomputed from the two judges' official files."""
-    from wrpo.config import BENCHMARK_NAMES
+def test_two_real_judges_agreement(scripted_servers, tmp_path):
+    """`run_benchmarks` with two real judges (scripted checkpoints behind two real vllm servers): both judge every answer,
+    each under its own name; they agree on every AlpacaEval side and MT-Bench rating and on no Arena-Hard game, and
+    agreement.json's counts and shares equal those recomputed from the two judges' official judgment files."""
     from wrpo.paper_eval import run_benchmarks
     from wrpo.testing import benchmark_fixtures
-    (url_a, _), url_b = server, second_server
+    url_a, url_b = scripted_servers
     data = benchmark_fixtures(tmp_path / "data", n=3)
     tok = tiny_tokenizer("char"); models = {}
     for k, arch in enumerate(["gpt2", "llama"]):
         tiny_lm(tok, arch, d=32, seed=k, path=tmp_path / arch)
         models[f"tiny-{arch}"] = ModelSpec(name=arch, model=str(tmp_path / arch), device="cpu", batch_size=8)
     judge = lambda url, name: ModelSpec(name=name, backend="openai", endpoint=url, model=name, max_concurrency=2, max_retries=1, timeout=120)
-    names = [n for n in BENCHMARK_NAMES if n in ("alpaca_eval", "arena_hard", "mt_bench")]
+    names = ["alpaca_eval", "arena_hard", "arena_hard_v2", "mt_bench"]
     out = tmp_path / "eval"
-    res = run_benchmarks(names, models, out, judge(url_a, "tiny-judge"), data_dir=data, max_new_tokens=8, bootstrap_rounds=10,
-                         compare_judges=[judge(url_b, "tiny-judge-b")], judge_max_tokens=12)
-    ag = json.loads((out / "agreement.json").read_text())["tiny-judge-b"]
-    va, vb = _verdicts_from_files(out, "tiny-judge"), _verdicts_from_files(out, "tiny-judge-b")
-    assert set(va) == set(vb) and len(va) == 2 * (3 + 3 * 2 + 3 * 2), len(va)   # per model: 3 annotations, 6 games, 6 ratings
+    res = run_benchmarks(names, models, out, judge(url_a, "judge-a"), data_dir=data, max_new_tokens=8, bootstrap_rounds=10,
+                         compare_judges=[judge(url_b, "judge-b")], judge_max_tokens=12)
+    ag = json.loads((out / "agreement.json").read_text())["judge-b"]
+    print("agreement of two real scripted judges:", {b: (a["n_compared"], a["identical"], a["parsed_by_one_only"]) for b, a in ag.items()})
+    va, vb = _verdicts_from_files(out, "judge-a"), _verdicts_from_files(out, "judge-b")
+    assert set(va) == set(vb) and len(va) == 2 * (3 + 3 * 2 + 3 * 2 + 3 * 2), len(va)   # per model: 3 annotations, 6 + 6 games, 6 ratings
+    assert all(v is not None for v in [*va.values(), *vb.values()])                     # every verdict parsed, by both
     for b in names:
         keys = [k for k in va if k[0] == b]
-        both = [k for k in keys if va[k] is not None and vb[k] is not None]
-        assert ag[b]["n_compared"] == len(both), (b, ag[b], len(both))
-        assert ag[b]["parsed_by_one_only"] == sum((va[k] is None) != (vb[k] is None) for k in keys), b
-        if both: assert abs(ag[b]["identical"] - sum(va[k] == vb[k] for k in both) / len(both)) < 1e-12, b
+        assert ag[b]["n_compared"] == len(keys) and ag[b]["parsed_by_one_only"] == 0, (b, ag[b])
+        assert abs(ag[b]["identical"] - sum(va[k] == vb[k] for k in keys) / len(keys)) < 1e-12, b
         assert ag[b]["n_models"] == 2
-    assert set(res["scores_by_judge"]) == {"tiny-judge", "tiny-judge-b"}
+    assert (ag["alpaca_eval"]["identical"], ag["mt_bench"]["identical"], ag["arena_hard"]["identical"], ag["arena_hard_v2"]["identical"]) == (1.0, 1.0, 0.0, 0.0)
+    assert {va[k] for k in va if k[0] == "mt_bench"} == {7}
+    assert set(res["scores_by_judge"]) == {"judge-a", "judge-b"}
     md = (out / "agreement.md").read_text()
-    assert "| tiny-judge-b | arena_hard |" in md and "How far the results depend on the judge" in md
-    assert "† " in (out / "results.md").read_text()   # a tiny judge's numbers are marked as not comparable with published ones
-
+    assert "| judge-b | arena_hard | 12 | 0.000 | 0 | 2 |" in md and "How far the results depend on the judge" in md, md
+    assert "† " in (out / "results.md").read_text()   # these judges' numbers are marked as not comparable with published ones
 def test_wrpo_eval_with_a_mistyped_judge_fails_before_answering(server, tmp_path):
-    """`wrpo eval` end to end with a judge model the real server does not serve: it stops at the 1-token check, with the
-    server's 404 and the served name in one line, before any question is answered."""
+    """`wrpo eval --judge FILE` end to end (the shipped local-vllm recipe, pointed at the real server, its model name
+    mistyped): it stops at the 1-token check, with the server's 404 and the served name, before any question is answered."""
     import yaml
     from wrpo.testing import benchmark_fixtures
     url, _ = server
     tok = tiny_tokenizer("char"); tiny_lm(tok, "gpt2", d=32, seed=0, path=tmp_path / "m")
     cfg = dict(name="typo", target=dict(name="t", model=str(tmp_path / "m"), device="cpu"), train=dict(variants=dict(wrpo={})),
-               benchmarks=dict(names=["mt_bench"], models=["target"], data_dir=str(benchmark_fixtures(tmp_path / "data", n=2)),
-                               judge=dict(name="j", backend="openai", endpoint=url, model="tiny-judgee", max_retries=5, retry_backoff=2.0)))
+               benchmarks=dict(names=["mt_bench"], models=["target"], data_dir=str(benchmark_fixtures(tmp_path / "data", n=2))))
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    from wrpo.judge_models import load_judge   # the shipped local-judge recipe, pointed at this server, its model name mistyped
+    j = dict(load_judge("local-vllm"), endpoint=url, model="tiny-judgee", max_retries=5, retry_backoff=2.0)
+    (tmp_path / "judge.yaml").write_text(yaml.safe_dump(j))
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "wrpo.cli", "eval", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--quiet"],
+    r = subprocess.run([sys.executable, "-m", "wrpo.cli", "eval", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--quiet",
+                        "--judge", str(tmp_path / "judge.yaml")],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     dt = time.perf_counter() - t0
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-3000:]
