@@ -6,18 +6,19 @@ Docs: https://wrpo-dev.github.io/wrpo/config.html.md"""
 
 # %% ../nbs/00_config.ipynb #42d33af1
 from __future__ import annotations
-import copy, dataclasses, difflib, re
+import copy, dataclasses, difflib, math, re
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import yaml
 from .judge_models import judge_problem, judge_key
 
 # %% auto #0
-__all__ = ['BACKENDS', 'REWARD_KINDS', 'TIE_POLICIES', 'SFT_DEFAULTS', 'COMMON_DEFAULTS', 'BENCHMARK_NAMES', 'PROVIDED',
-           'ConfigError', 'ModelSpec', 'RewardSpec', 'BuildSpec', 'RowsSpec', 'ProviderSpec', 'PipelineSpec',
-           'LauncherSpec', 'TrainSpec', 'EvalSpec', 'BenchmarksSpec', 'Config', 'difference_pair', 'validate_config',
-           'device_defaults', 'checkpointing_field', 'sft_kwargs', 'variant_kwargs', 'check_train', 'apply_overrides',
-           'config_from_dict', 'load_config', 'config_to_dict', 'save_config', 'config_changes']
+__all__ = ['BACKENDS', 'REWARD_KINDS', 'TIE_POLICIES', 'SFT_DEFAULTS', 'COMMON_DEFAULTS', 'BENCHMARK_NAMES', 'DTYPES', 'PROVIDED',
+           'NAMED_COLLECTIONS', 'ConfigError', 'ModelSpec', 'RewardSpec', 'BuildSpec', 'RowsSpec', 'ProviderSpec',
+           'PipelineSpec', 'LauncherSpec', 'TrainSpec', 'EvalSpec', 'BenchmarksSpec', 'Config', 'difference_pair',
+           'check_callables', 'validate_config', 'device_defaults', 'checkpointing_field', 'sft_kwargs',
+           'variant_kwargs', 'check_train', 'apply_overrides', 'config_from_dict', 'load_config', 'config_to_dict',
+           'save_config', 'config_changes']
 
 # %% ../nbs/00_config.ipynb #d766cc81
 BACKENDS = ("transformers", "vllm", "openai")
@@ -232,6 +233,7 @@ def _from_dict(cls, d, where):
 
 # %% ../nbs/00_config.ipynb #b9a92fbe
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 PROVIDED = "provided:"  # model entries `provided:NAME` name a model made available by `pipeline.models`
 
 def _check_model(m: ModelSpec, where):
@@ -247,9 +249,17 @@ def _check_model(m: ModelSpec, where):
     for k in ("max_new_tokens", "batch_size", "max_concurrency", "tensor_parallel_size"):
         if getattr(m, k) < 1: raise ConfigError(f"{where}.{k}: must be >= 1, got {getattr(m, k)}")
     if m.n is not None and m.n < 1: raise ConfigError(f"{where}.n: must be >= 1, got {m.n}")
-    if m.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m.api_key_env):
+    if m.api_key_env is not None and not re.fullmatch(r"[A-Z_][A-Z0-9_]*", m.api_key_env):   # POSIX names: upper case, digits, _
         raise ConfigError(f"{where}.api_key_env: must be the NAME of an environment variable that holds the key, e.g. "
-                          "DEEPSEEK_API_KEY; this value is not a variable name (it may be a key itself, so it is not shown)")
+                          "DEEPSEEK_API_KEY (upper case, digits, _); this value is not such a name (it may be a key itself, so it is not shown)")
+    if m.endpoint is not None and not re.match(r"https?://[^/\s]+", m.endpoint):
+        raise ConfigError(f"{where}.endpoint: {m.endpoint!r} is not an http(s) URL; e.g. http://127.0.0.1:8000/v1")
+    if m.dtype not in DTYPES: raise ConfigError(f"{where}.dtype: {m.dtype!r} is not one of {DTYPES}")
+    if m.device is not None and not re.fullmatch(r"(cpu|mps|auto|cuda|xpu|npu)(:\d+)?", m.device):
+        raise ConfigError(f"{where}.device: {m.device!r} is not a torch device (cpu, cuda, cuda:0, mps, ...; null: cuda when there is one)")
+    if m.max_retries < 0: raise ConfigError(f"{where}.max_retries: must be >= 0, got {m.max_retries}")
+    if not m.timeout > 0: raise ConfigError(f"{where}.timeout: must be > 0 seconds, got {m.timeout}")
+    if m.retry_backoff < 0: raise ConfigError(f"{where}.retry_backoff: must be >= 0 seconds, got {m.retry_backoff}")
 
 def difference_pair(x, # 'A - B' (spaces optional when neither name has a '-'), or a two-item list [A, B]
                     where:str="pipeline.seeds_compare", # what to name in an error
@@ -266,6 +276,25 @@ def _check_rows(r: RowsSpec | None, where):
     if (r.path is None) == (r.call is None): raise ConfigError(f"{where}: give exactly one of 'path' (a file or dataset) or 'call' ('module:attr')")
     if r.call is not None and ":" not in r.call: raise ConfigError(f"{where}.call: expected 'module:attr', got {r.call!r}")
     if r.n is not None and r.n < 1: raise ConfigError(f"{where}.n: must be >= 1 (or null for every row), got {r.n}")
+
+def check_callables(cfg:Config, # the run's configuration (returned unchanged when every 'module:attr' it names imports)
+                   )->Config:
+    "Import every 'module:attr' the config names (reward.path of a callable, pipeline/eval prompts and models calls), naming the key that fails"
+    import importlib
+    calls = [("reward.path", cfg.reward.path if cfg.reward.kind == "callable" else None),
+             ("pipeline.prompts.call", cfg.pipeline.prompts.call if cfg.pipeline.prompts else None),
+             ("eval.prompts.call", cfg.eval.prompts.call if cfg.eval.prompts else None),
+             ("pipeline.models.call", cfg.pipeline.models.call if cfg.pipeline.models else None)]
+    for where, path in calls:
+        if not path: continue
+        mod, _, attr = path.partition(":")
+        try: obj = importlib.import_module(mod)
+        except Exception as e: raise ConfigError(f"{where}: cannot import module {mod!r} of {path!r} ({type(e).__name__}: {e})") from None
+        for a in attr.split("."):
+            if not hasattr(obj, a): raise ConfigError(f"{where}: module {mod!r} has no {attr!r} (from {path!r})")
+            obj = getattr(obj, a)
+        if not callable(obj): raise ConfigError(f"{where}: {path!r} is not callable")
+    return cfg
 
 def validate_config(cfg:Config, # the configuration to check (returned unchanged)
                     deep:bool=True, # also build trl's SFTConfig and every variant's WRPOConfig once (`check_train`)
@@ -286,7 +315,7 @@ def validate_config(cfg:Config, # the configuration to check (returned unchanged
         raise ConfigError(f"reward.path: a callable is given as 'module:attr', got {r.path!r}")
     if r.batch_size < 1: raise ConfigError(f"reward.batch_size: must be >= 1, got {r.batch_size}")
     if b.n < 1: raise ConfigError(f"build.n: must be >= 1, got {b.n}")
-    if not 0 <= b.sft_fraction < 1: raise ConfigError(f"build.sft_fraction: must be in [0, 1), got {b.sft_fraction}")
+    if not 0 < b.sft_fraction < 1: raise ConfigError(f"build.sft_fraction: must be in (0, 1) (the share of prompts Target-SFT trains on; 0 leaves it no data), got {b.sft_fraction}")
     if b.shard_size < 1: raise ConfigError(f"build.shard_size: must be >= 1, got {b.shard_size}")
     if b.top_k < 1: raise ConfigError(f"build.top_k: must be >= 1, got {b.top_k}")
     if b.source_k < 1: raise ConfigError(f"build.source_k: must be >= 1, got {b.source_k}")
@@ -351,7 +380,7 @@ def validate_config(cfg:Config, # the configuration to check (returned unchanged
         seen[k] = where
     for k in ("n_questions", "max_new_tokens", "bootstrap_rounds", "judge_max_tokens"):
         if getattr(bs, k) is not None and getattr(bs, k) < 1: raise ConfigError(f"benchmarks.{k}: must be >= 1, got {getattr(bs, k)}")
-    if deep: check_train(cfg)
+    if deep: check_callables(cfg); check_train(cfg)
     return cfg
 
 # %% ../nbs/00_config.ipynb #8ce95363
@@ -432,29 +461,68 @@ def check_train(cfg:Config, # the run's configuration (returned unchanged when e
     return cfg
 
 # %% ../nbs/00_config.ipynb #d293706a
-def _set_dotted(d: dict, key: str, value):
-    "Set `value` at dotted `key` in nested dicts/lists `d` (list items by index or by `name`)"
+class _Loader(yaml.SafeLoader): "SafeLoader that also reads 1e-6 (no dot) as a float, and refuses a key given twice in one mapping"
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)$"), list("-+0123456789."))
+
+def _unique_mapping(loader, node, deep=False):
+    seen = {}
+    for k, _ in node.value:
+        key = loader.construct_object(k, deep=True)
+        if key in seen:
+            raise ConfigError(f"line {k.start_mark.line + 1}: key {key!r} is given twice in one mapping (also on line {seen[key]}); "
+                              "the second would silently replace the first")
+        seen[key] = k.start_mark.line + 1
+    return loader.construct_mapping(node, deep)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+def _nonfinite(x, where=""):
+    "(dotted key, value) of every non-finite number (nan, inf) anywhere in a plain config"
+    if isinstance(x, float) and not math.isfinite(x): return [(where or "value", x)]
+    if isinstance(x, dict): return [k for key, v in x.items() for k in _nonfinite(v, f"{where}.{key}" if where else str(key))]
+    if isinstance(x, list): return [k for i, v in enumerate(x) for k in _nonfinite(v, f"{where}[{i}]")]
+    return []
+
+NAMED_COLLECTIONS = ("train.variants",)   # mappings whose keys are names: a new key is a new member, added only with '+'
+
+def _set_dotted(d: dict, key: str, value, mode:str="set"):
+    "Set `value` at dotted `key` in nested dicts/lists `d` (list items by index or by `name`); mode 'set', 'add' (+), 'force' (++), 'delete' (~)"
     parts, cur = key.split("."), d
+    sign = {"set": "", "add": "+", "force": "++", "delete": "~"}[mode]
     for i, p in enumerate(parts):
-        last = i == len(parts) - 1
+        last, here = i == len(parts) - 1, ".".join(parts[:i + 1])
+        parent = ".".join(parts[:i])
         if isinstance(cur, list):
             idx = int(p) if p.lstrip("-").isdigit() else next(
                 (j for j, x in enumerate(cur) if isinstance(x, dict) and x.get("name") == p), None)
             if idx is None or not -len(cur) <= idx < len(cur):
-                raise KeyError(f"override {key!r}: no list item {p!r} in {'.'.join(parts[:i]) or 'config'}")
-            if last: cur[idx] = value
-            else: cur = cur[idx]
+                raise KeyError(f"override {key!r}: no list item {p!r} in {parent or 'config'}")
+            if not last: cur = cur[idx]; continue
+            if mode == "delete": del cur[idx]
+            else: cur[idx] = value
         elif isinstance(cur, dict):
-            if last: cur[p] = value
-            else:
+            if mode == "set" and p not in cur and parent in NAMED_COLLECTIONS:
+                raise KeyError(f"override {key!r}: {parent} has no {p!r} (it has {sorted(cur)}); a typo? To add a new one, "
+                               f"write +{key}=...")
+            if not last:
                 if cur.get(p) is None: cur[p] = {}
-                cur = cur[p]
-        else: raise KeyError(f"override {key!r}: {'.'.join(parts[:i])} is a value, not a section")
+                cur = cur[p]; continue
+            if mode == "delete":
+                if p not in cur: raise KeyError(f"override '~{key}': there is no {here} to delete")
+                del cur[p]
+            elif mode == "add" and p in cur:
+                raise KeyError(f"override '+{key}': {here} exists already; drop the '+' to change it (or '++' to replace it whole)")
+            elif mode == "set" and isinstance(cur.get(p), dict) and cur[p] and (value is None or isinstance(value, dict)):
+                raise KeyError(f"override {key!r}: would replace the whole of {here} ({len(cur[p])} keys: {sorted(cur[p])[:6]}) "
+                               f"and put every key it does not name back to its default; set keys one by one ({here}.KEY=VALUE), "
+                               f"write ++{key}=... to replace it whole, or ~{key} to remove it")
+            else: cur[p] = value
+        else: raise KeyError(f"override {sign}{key!r}: {parent} is a value, not a section")
 
 def _parse_value(v: str):
-    "YAML-parse an override value; '1e-6' (a string in YAML 1.1) becomes a float"
+    "YAML-parse an override value (duplicate keys refused); '1e-6' (a string in YAML 1.1) becomes a float"
     if not v.strip(): return None
-    x = yaml.safe_load(v)
+    x = yaml.load(v, Loader=_Loader)
     if isinstance(x, str):
         try: return float(x)
         except ValueError: pass
@@ -466,27 +534,33 @@ def apply_overrides(d:dict, # a config as a plain dict (not modified)
     "Deep copy of config dict `d` with overrides (list of 'a.b=v' strings, or a dict) applied"
     d = copy.deepcopy(d)
     if not overrides: return d
-    items = overrides.items() if isinstance(overrides, dict) else []
+    items = [(k, v, "set") for k, v in overrides.items()] if isinstance(overrides, dict) else []
     if not isinstance(overrides, dict):
         for o in overrides:
-            if "=" not in o: raise ValueError(f"override {o!r}: expected key=value")
+            o = str(o).strip()
+            if o.startswith("~") and "=" not in o: items.append((o[1:], None, "delete")); continue
+            if "=" not in o: raise ConfigError(f"override {o!r}: expected key=value (or ~key to remove a key)")
             k, v = o.split("=", 1)
-            items.append((k.strip(), _parse_value(v)))
-    for k, v in items: _set_dotted(d, k, v)
+            k = k.strip(); mode = "force" if k.startswith("++") else "add" if k.startswith("+") else "set"
+            k = k.lstrip("+")
+            if not v.strip(): raise ConfigError(f"override {o!r}: empty value; write {k}=null for null, or ~{k} to remove the key")
+            try: val = _parse_value(v)
+            except ConfigError as e: raise ConfigError(f"override {o!r}: {e}") from None
+            except yaml.YAMLError as e: raise ConfigError(f"override {o!r}: the value is not valid YAML ({getattr(e, 'problem', None) or e})") from None
+            items.append((k, val, mode))
+    for k, v, mode in items: _set_dotted(d, k, v, mode)
     return d
 
 # %% ../nbs/00_config.ipynb #dec06f32
 _SECTIONS = {f.name for f in fields(Config)}
-
-class _Loader(yaml.SafeLoader): "SafeLoader that also reads 1e-6 (no dot) as a float"
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
-    r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)$"), list("-+0123456789."))
 
 def config_from_dict(d:dict, # the config as a plain dict (top-level keys: the fields of `Config`); None: all defaults
                      deep:bool=True, # also build every trainer config once (`check_train`)
                     )->Config:
     "Validated `Config` from a plain dict (`deep`: also build every trainer config once)"
     d = dict(d or {})
+    bad = _nonfinite(d)
+    if bad: raise ConfigError(f"{bad[0][0]}: must be a finite number, got {bad[0][1]}" + (f" (also {[k for k, _ in bad[1:]]})" if bad[1:] else ""))
     unknown = [k for k in d if k not in _SECTIONS]
     if unknown: raise ConfigError(f"config: unknown top-level key(s) {unknown}; allowed: {sorted(_SECTIONS)}")
     srcs = d.get("sources") or []
@@ -497,7 +571,10 @@ def config_from_dict(d:dict, # the config as a plain dict (top-level keys: the f
         target=None if d.get("target") is None else _from_dict(ModelSpec, d["target"], "target"),
         reward=sec(RewardSpec, "reward"), build=sec(BuildSpec, "build"), pipeline=sec(PipelineSpec, "pipeline"),
         train=sec(TrainSpec, "train"), eval=sec(EvalSpec, "eval"), benchmarks=sec(BenchmarksSpec, "benchmarks"))
-    if "name" in d: cfg.name = str(d["name"])
+    if "name" in d:
+        if not isinstance(d["name"], str) or not _NAME_RE.fullmatch(d["name"]) or set(d["name"]) == {"."}:
+            raise ConfigError(f"name: {d['name']!r} is not a run name (letters, digits, _ . - only: it names a directory under runs/)")
+        cfg.name = d["name"]
     if d.get("run_dir") is not None: cfg.run_dir = str(d["run_dir"])
     return validate_config(cfg, deep)
 
@@ -513,6 +590,7 @@ def load_config(path_or_dict, # a YAML file path, a plain dict or a `Config`
         if not src.exists(): raise FileNotFoundError(f"config file not found: {src}")
         try: d = yaml.load(src.read_text(), Loader=_Loader) or {}
         except yaml.YAMLError as e: raise ConfigError(f"{src}: not valid YAML: {e}") from None
+        except ConfigError as e: raise ConfigError(f"{src}: {e}") from None
         if not isinstance(d, dict): raise ConfigError(f"{src}: the top level must be a mapping")
     try: return config_from_dict(apply_overrides(d, overrides), deep)
     except (ConfigError, KeyError, TypeError) as e:

@@ -18,6 +18,7 @@ from accelerate.utils import broadcast_object_list, is_peft_model, tqdm
 from datasets import Dataset, Features, IterableDataset, Sequence, Value, concatenate_datasets
 from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader
+from transformers import TrainerCallback
 from transformers.data.data_collator import DataCollatorMixin
 from transformers.utils import logging
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
@@ -37,8 +38,8 @@ logger = logging.get_logger(__name__)
 
 # %% auto #0
 __all__ = ['DATA_MODES', 'logger', 'REF_COLUMNS', 'ID_COLUMNS', 'EXTRA_IDS', 'EXTRA_REF', 'SOURCE_SCORES',
-           'disable_gradient_checkpointing', 'WRPOConfig', 'DataCollatorForWRPO', 'pack_responses', 'WRPOTrainer',
-           'sft_train']
+           'disable_gradient_checkpointing', 'WRPOConfig', 'NonFiniteTraining', 'FiniteGuard', 'DataCollatorForWRPO',
+           'pack_responses', 'WRPOTrainer', 'sft_train']
 
 # %% ../nbs/06_trainer.ipynb #8f7d8a8a
 @contextlib.contextmanager
@@ -74,6 +75,14 @@ class WRPOConfig(DPOConfig):
     def __post_init__(self):
         if isinstance(self.loss_type, (list, tuple)) and len(self.loss_type) == 1: self.loss_type = self.loss_type[0]
         if self.loss_type not in LOSS_TYPES: raise ValueError(f"`loss_type` must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+        for k in ("alpha", "beta", "learning_rate", "tau", "nll_coef"):   # the Python API gets the checks the CLI gets
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"`{k}` must be a finite number, got {v!r}")
+        if not self.beta > 0: raise ValueError(f"`beta` must be > 0, got {self.beta}")
+        if not self.learning_rate > 0: raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}")
+        if (self.max_steps is None or self.max_steps <= 0) and not self.num_train_epochs > 0:
+            raise ValueError(f"`num_train_epochs` must be > 0 (or max_steps > 0), got {self.num_train_epochs}")
         if not 0.0 <= self.alpha <= 1.0: raise ValueError(f"`alpha` must lie in [0, 1], got {self.alpha}")
         if self.alpha_schedule not in SCHEDULES: raise ValueError(f"`alpha_schedule` must be one of {SCHEDULES}, got {self.alpha_schedule!r}")
         if self.alpha_convention not in ALPHA_CONVENTIONS:
@@ -106,6 +115,25 @@ class WRPOConfig(DPOConfig):
         "The (w_ws, w_wt) pair when it is the same for the whole run, else None."
         a = self.alpha if self.alpha_schedule == "static" else (0.0 if self.alpha == 0 else None)
         return None if a is None else (a, 1.0 - a)
+
+# %% ../nbs/06_trainer.ipynb #905ba347
+class NonFiniteTraining(RuntimeError): "A gradient or weight became inf/nan: training stopped before saving the broken update"
+
+class FiniteGuard(TrainerCallback):
+    "Stops training at the first non-finite gradient (before the optimizer step) or weight (after it), naming step and settings"
+    def __init__(self, stage:str="training", # how the error names the run's stage (e.g. "variant wrpo")
+                ): self.stage = stage
+    def _check(self, what, named, args, state):
+        bad = [n for n, t in named if t is not None and t.numel() and not torch.isfinite(t).all()]
+        if not bad: return
+        knobs = ", ".join(f"{k} {getattr(args, k)}" for k in ("learning_rate", "beta", "alpha", "max_grad_norm") if hasattr(args, k))
+        raise NonFiniteTraining(f"{self.stage}: step {state.global_step + 1}: non-finite {what} in {len(bad)} tensor(s) (first: {bad[0]}) "
+                                f"with {knobs}. Training stopped before this update was saved (the checkpoints before it hold finite weights). "
+                                "Lower learning_rate (or beta), check the data, then rerun with --redo")
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+        if model is not None: self._check("gradient", [(n, p.grad) for n, p in model.named_parameters()], args, state)
+    def on_optimizer_step(self, args, state, control, model=None, **kw):
+        if model is not None: self._check("weights", [(n, p.detach()) for n, p in model.named_parameters()], args, state)
 
 # %% ../nbs/06_trainer.ipynb #82b78922
 REF_COLUMNS = tuple(f"ref_{f}_logps" for f in RESPONSE_FIELDS)
@@ -278,6 +306,7 @@ class WRPOTrainer(DPOTrainer):
                              eval_dataset=eval_dataset, processing_class=processing_class, peft_config=peft_config, **kwargs)
         finally: args.padding_free = padding_free
         if self._simpo: self.precompute_ref_logps = False
+        self.add_callback(FiniteGuard("WRPO training"))
 
 # %% ../nbs/06_trainer.ipynb #df399d71
 @patch
@@ -571,6 +600,6 @@ def sft_train(model,                  # the model to fine-tune (in place)
         kw.update(config_kw)
         args = SFTConfig(**kw)
     if model.loss_type is None: model.loss_type = "ForCausalLM"   # GPT-2's class name matches no transformers loss
-    tr = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
+    tr = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer, callbacks=[FiniteGuard("Target-SFT")])
     tr.train()
     return tr
