@@ -28,11 +28,23 @@ CONFIG_CASES = [  # (override, what the message must contain)
     ("train.common.learning_rate=-1", "learning_rate: must be > 0"), ("train.common.num_train_epochs=0", "num_train_epochs: must be > 0"),
     ("train.sft.learning_rate=0", "train.sft.learning_rate: must be > 0"), ("train.common.betta=0.1", "did you mean 'beta'"),
     ("train.variants.wrpo.loss_type=xpo", "loss_type"), ("train.variants.wrpo.alpha_schedule=cosine", "alpha_schedule"),
-    ("train.variants={'..': {}}", "bad variant name '..'"), ("train.variants={}", "train.variants: name at least one"),
+    ("++train.variants={'..': {}}", "bad variant name '..'"), ("++train.variants={}", "train.variants: name at least one"),
     ("train.save_steps=0", "train.save_steps"), ("train.launcher={num_processes: 2}", "train.launcher: missing required key(s) ['accelerate_config']"),
     ("train.launcher={accelerate_config: x.yaml, mixed_precision: fp8}", "train.launcher.mixed_precision"),
     ("eval.models=[targets]", "eval.models: unknown entries ['targets']"), ("eval.backend=openai", "eval.backend"),
     ("eval.batch_size=0", "eval.batch_size"), ("eval.temperature=-1", "eval.temperature"), ("sourcez=1", "unknown top-level key(s) ['sourcez']"),
+    # nothing silent: non-finite numbers, overrides that would replace a section, create a variant by a typo or name a run "None"
+    ("train.common.learning_rate=.inf", "train.common.learning_rate: must be a finite number, got inf"),
+    ("train.common.beta=.inf", "train.common.beta: must be a finite number"), ("sources.0.temperature=.nan", "sources[0].temperature: must be a finite number"),
+    ("build={n: 2}", "would replace the whole of build"), ("train.variants.newv.alpha=0.3", "train.variants has no 'newv'"),
+    ("train.variants.wrpo=null", "would replace the whole of train.variants.wrpo"), ("name=", "override 'name=': empty value"),
+    ("name=../../escape", "name: '../../escape' is not a run name"), ("build.n=[1", "the value is not valid YAML"),
+    ("+build.n=3", "build.n exists already"), ("~build.nope", "there is no build.nope to delete"),
+    # no raw traceback later: what cannot import, connect, load or run is refused now, naming the key
+    ("reward.path=nomodule_xyz:fn", "reward.path: cannot import module 'nomodule_xyz'"), ("reward.path=wrpo.toyworld:nofn", "has no 'nofn'"),
+    ("sources.0.endpoint=127.0.0.1:8000/v1", "sources[0].endpoint: '127.0.0.1:8000/v1' is not an http(s) URL"),
+    ("sources.0.dtype=float33", "sources[0].dtype: 'float33'"), ("sources.0.device=gpu9", "sources[0].device: 'gpu9'"),
+    ("sources.0.max_retries=-3", "sources[0].max_retries: must be >= 0"), ("build.sft_fraction=0", "build.sft_fraction: must be in (0, 1)"),
 ]
 
 @pytest.mark.parametrize("override, message", CONFIG_CASES)
@@ -82,6 +94,9 @@ CLI_CASES = [  # (argv, what the one-line error must contain); exit code 2, noth
     (["validate", "ci", "-o", "sources.zz.n=1"], "no list item 'zz'"), (["build", "ci", "--shard", "3/2"], "--shard: need 0 <= i < n"),
     (["build", "ci", "--shard", "x"], "--shard: expected i/n"), (["build"], "name a config"),
     (["build", "ci", "--config", "demo"], "two configs given"), (["run", "ci", "-o", "train.common.beta=0"], "beta: must be > 0"),
+    (["run", "ci", "-o", "train.common.learning_rate=.inf"], "train.common.learning_rate: must be a finite number, got inf"),
+    (["run", "ci", "-o", "build={n: 2}"], "would replace the whole of build"), (["validate", "ci", "-o", "name="], "empty value"),
+    (["run", "ci", "-o", "reward.path=nomodule_xyz:fn"], "reward.path: cannot import module 'nomodule_xyz'"),
 ]
 
 @pytest.mark.parametrize("argv, message", CLI_CASES)
@@ -91,3 +106,42 @@ def test_bad_cli(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()                                   # nothing written before the arguments are checked
+
+
+def test_pasted_secrets_are_never_echoed():
+    for secret in ("sk-abc123", "sk_live_51HxYzSecret", "ghp_AbC123secret"):
+        with pytest.raises(Exception) as e: load_config(CI, [f"sources.0.api_key_env={secret}"])
+        assert "api_key_env: must be the NAME" in str(e.value) and secret not in str(e.value), str(e.value)
+
+def test_duplicate_yaml_keys_are_refused(tmp_path):
+    text = Path(CI).read_text()
+    p = tmp_path / "dup.yaml"; p.write_text(text + "\nbuild: {n: 2}\n")           # a second top-level build: section
+    with pytest.raises(Exception) as e: load_config(p)
+    assert "dup.yaml" in str(e.value) and "key 'build' is given twice" in str(e.value), str(e.value)
+    with pytest.raises(Exception) as e: load_config(CI, ["train.variants.wrpo={alpha: 0.1, alpha: 0.2}"])
+    assert "key 'alpha' is given twice" in str(e.value), str(e.value)
+
+def test_override_syntax_adds_replaces_and_removes_only_when_asked():
+    cfg = load_config(CI, ["+train.variants.newv={alpha: 0.3}", "~train.variants.wrpo_static"], deep=False)
+    assert "newv" in cfg.train.variants and "wrpo_static" not in cfg.train.variants and cfg.train.variants["newv"] == {"alpha": 0.3}
+    cfg = load_config(CI, ["++build={n: 2, sft_fraction: 0.5}"], deep=False)
+    assert (cfg.build.n, cfg.build.sft_fraction, cfg.build.keep_columns) == (2, 0.5, [])   # replaced whole, as asked
+
+
+def test_build_out_must_be_a_directory_and_one_writer(tmp_path, capsys):
+    "wrpo build: an empty --out or a file is refused; a second writer into the same build directory is refused, naming the holder"
+    import subprocess, sys
+    os.chdir(tmp_path)
+    assert main(["build", "ci", "--out", ""]) == 2 and "--out is empty" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["build", "ci", "--out", str(tmp_path / "afile")]) == 2 and "is a file, not a directory" in capsys.readouterr().err
+    out = tmp_path / "b"
+    code = f"from wrpo.pipeline import run_lock; import time; l = run_lock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(120)"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "held"
+        assert main(["build", "ci", "--out", str(out), "--prompts", str(tmp_path / "none.jsonl")]) == 1
+        err = capsys.readouterr().err
+        assert "is in use by another wrpo run" in err and f"PID {p.pid}" in err, err
+        assert sorted(x.name for x in out.iterdir()) == [".wrpo.lock"]                 # nothing else written
+    finally: p.kill(); p.wait()

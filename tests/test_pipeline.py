@@ -82,8 +82,10 @@ def test_failing_cell_gives_nonzero_exit_and_points_at_notebook(tmp_path):
     r = subprocess.run(WRPO + ["run", "ci", "--out", str(tmp_path / "bad"), "--quiet", "-o", "pipeline.prompts.kwargs.n=0"],
                        env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 1
-    assert "fuse.ipynb failed in cell" in r.stderr and str(tmp_path / "bad" / "notebooks" / "fuse.ipynb") in r.stderr
-    assert (tmp_path / "bad" / "notebooks" / "fuse.ipynb").exists()
+    assert "fuse.ipynb failed in cell" in r.stderr and "the executed notebook, with the error, is at" in r.stderr, r.stderr[-2000:]
+    kept = Path(r.stderr.split("the executed notebook, with the error, is at ")[1].split(" (the run directory")[0])
+    assert kept.exists() and '"ename"' in kept.read_text()                 # papermill's record of the error
+    assert not (tmp_path / "bad" / "notebooks" / "fuse.ipynb").exists()      # a failed run leaves no notebook claiming to be the run's
 
 @pytest.mark.parametrize("override, message", [
     ("train.variants.wrpo.alpha=1.5", "train.variants.wrpo (with train.common).alpha: must lie in [0, 1], got 1.5"),
@@ -123,6 +125,26 @@ def test_same_seed_same_numbers(ci_run, tmp_path):
     strip = lambda log: [{k: v for k, v in h.items() if "runtime" not in k and "per_second" not in k} for h in log]
     assert strip(la) == strip(lb)
 
+def test_the_kernel_dies_with_wrpo(tmp_path):
+    "SIGKILL of wrpo's process group: the notebook kernel (started in a session of its own) goes too, within seconds, instead of training on"
+    import psutil, signal, time
+    p = subprocess.Popen(WRPO + ["run", "ci", "--out", str(tmp_path / "run"), "--quiet"], env=ENV, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        kernel, deadline = None, time.time() + 120
+        while kernel is None and time.time() < deadline:
+            kernel = next((c for c in psutil.Process(p.pid).children(recursive=True) if "ipykernel" in " ".join(c.cmdline())), None)
+            time.sleep(0.5)
+        assert kernel is not None, "no kernel started"
+        time.sleep(3)                                                        # the kernel is working on the run
+        os.killpg(p.pid, signal.SIGKILL); p.wait()
+        t0 = time.time()
+        gone, alive = psutil.wait_procs([kernel], timeout=15)
+        assert not alive, f"the kernel {kernel.pid} outlived wrpo by more than 15 s"
+        print(f"kernel gone {time.time() - t0:.1f} s after wrpo was killed")
+    finally:
+        if p.poll() is None: os.killpg(p.pid, signal.SIGKILL)
+
 def test_second_run_into_a_busy_directory_fails_at_once(tmp_path):
     "A run directory is locked for the whole run: a second `wrpo run` into it fails at once, naming the holder's PID."
     import signal
@@ -141,10 +163,13 @@ def test_changed_settings_are_refused_or_redone_never_mixed(ci_run, tmp_path):
     run = tmp_path / "run"; shutil.copytree(ci_run, run)
     digest = lambda v: hashlib.sha256((run / "models" / v / "model.safetensors").read_bytes()).hexdigest()
     before = {v: digest(v) for v in ("wrpo", "dpo")}
+    files = ("config.yaml", "models.json", "timings.json", "stages.json", "notebooks/fuse.ipynb", "results.json")
+    snap = {f: (run / f).read_bytes() for f in files}
     r = subprocess.run(WRPO + ["run", "ci", "--out", str(run), "--quiet", "--no-figures", "-o", "train.variants.wrpo.alpha=0.9"],
                        env=ENV, capture_output=True, text=True, timeout=900)
     assert r.returncode == 1 and "stage 'train/wrpo' was made with other settings (alpha: 0.5 -> 0.9)" in r.stderr, r.stderr[-3000:]
     assert {v: digest(v) for v in before} == before                     # nothing touched
+    assert {f: (run / f).read_bytes() for f in files} == snap           # and nothing rewritten: the run still describes itself
     r = subprocess.run(WRPO + ["run", "ci", "--out", str(run), "--quiet", "--no-figures", "--redo", "-o", "train.variants.wrpo.alpha=0.9"],
                        env=ENV, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -531,12 +531,17 @@ def run_build(args, # an `argparse.Namespace` from a parser set up by `add_build
     if not name: raise ValueError("wrpo build: name a config (wrpo build CONFIG or --config CONFIG)")
     parse_shard(args.shard)   # a bad --shard fails before anything is written
     cfg = load_config(str(config_path(name)), args.override + (["build.jsonl=true"] if args.jsonl else []))
+    if args.out is not None and not str(args.out).strip():
+        raise ValueError("wrpo build: --out is empty; name a directory (or leave --out out: <the config's run directory>/build)")
     out = args.out or build_dir(cfg)
-    if args.stage == "all": return build(cfg, args.prompts, out, args.target_model, args.shard)
-    if args.stage == "sources": return build_sources(cfg, args.prompts, out, shard=args.shard, split=args.split)
-    if args.stage == "sft": return write_sft(cfg, out, args.merge_from)
-    if args.stage == "targets": return build_targets(cfg, out, args.target_model, shard=args.shard, extra_dirs=args.merge_from)
-    return merge_shards(cfg, out, args.merge_from)
+    if Path(out).exists() and not Path(out).is_dir(): raise ValueError(f"wrpo build: --out {out} is a file, not a directory")
+    from wrpo.pipeline import run_lock   # one writer per build directory (per shard: shards of one build run side by side)
+    with run_lock(out, ".wrpo.lock" if not args.shard else f".wrpo-shard-{args.shard.replace('/', '-of-')}.lock"):
+        if args.stage == "all": return build(cfg, args.prompts, out, args.target_model, args.shard)
+        if args.stage == "sources": return build_sources(cfg, args.prompts, out, shard=args.shard, split=args.split)
+        if args.stage == "sft": return write_sft(cfg, out, args.merge_from)
+        if args.stage == "targets": return build_targets(cfg, out, args.target_model, shard=args.shard, extra_dirs=args.merge_from)
+        return merge_shards(cfg, out, args.merge_from)
 
 def build_cli(args, # an `argparse.Namespace` from a parser set up by `add_build_args`
              )->int:

@@ -11,8 +11,9 @@ from importlib.resources import files
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['FIGURE_NOTEBOOKS', 'PipelineFailed', 'pipeline_notebook', 'kernel_config', 'quiet_kernel_manager', 'run_notebook',
-           'text_progress', 'run_pipeline', 'run_eval', 'run_seed_runs', 'make_figures', 'parser', 'main']
+__all__ = ['FIGURE_NOTEBOOKS', 'WATCH_ENV', 'PipelineFailed', 'pipeline_notebook', 'kernel_config', 'quiet_kernel_manager',
+           'watch_parent', 'run_notebook', 'text_progress', 'run_pipeline', 'run_eval', 'run_seed_runs', 'make_figures',
+           'parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #6f8d7b10
 FIGURE_NOTEBOOKS = ("fig_source_contribution.ipynb", "fig_logp_shift.ipynb", "fig_reward_margins.ipynb", "fig_alpha_sweep.ipynb")
@@ -44,22 +45,54 @@ def quiet_kernel_manager():
             await super()._async_interrupt_kernel()
     return QuietShutdownKernelManager
 
+WATCH_ENV = "WRPO_WATCH_PID"
+
+def watch_parent(pid:int|None=None, # the process to outlive by at most `interval` seconds; None: $WRPO_WATCH_PID (no-op if unset)
+                 interval:float=1.0, # seconds between checks
+                ):
+    "End this process (exit 1) soon after `pid` is gone: a trainer launched for `wrpo run` does not train on after wrpo was killed"
+    import threading
+    pid = pid or int(os.environ.get(WATCH_ENV) or 0)
+    if not pid or pid == os.getpid(): return None
+    def gone():
+        try: os.kill(pid, 0)
+        except ProcessLookupError: return True
+        except PermissionError: return False   # alive, another user's
+        try:
+            import psutil   # a killed process its parent has not reaped yet is a zombie: gone all the same
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except Exception: return False
+    def loop():
+        while not gone(): time.sleep(interval)
+        print(f"wrpo: the wrpo process {pid} is gone; stopping this one", file=sys.stderr, flush=True); os._exit(1)
+    t = threading.Thread(target=loop, daemon=True, name="wrpo-watch-parent"); t.start()
+    return t
+
 def run_notebook(name:str, # a shipped pipeline notebook (in `wrpo.pipelines`)
-                 out_path, # where the executed copy goes (written even when a cell fails)
+                 out_path, # where the executed copy goes when every cell ran (a failed run's copy goes to the temp directory)
                  parameters:dict, # papermill parameters, each a name of the notebook's `parameters` cell
                  log_output:bool=True, # stream what the cells print (and their progress bars) to this process's stdout/stderr
                 )->Path:
-    "Execute pipeline notebook `name` with papermill into `out_path`; raise `PipelineFailed` naming the saved notebook."
-    import papermill as pm
+    "Execute pipeline notebook `name` with papermill into `out_path` (replaced only on success); raise `PipelineFailed` naming the failed copy."
+    import papermill as pm, shutil, tempfile
     out_path = Path(out_path); out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(f".{out_path.name}.partial")   # what runs now; the run directory's last good notebook stays as it is
     echo = dict(stdout_file=sys.stdout, stderr_file=sys.stderr) if log_output else {}   # as written: progress bars redraw in place
+    # jupyter_client starts the kernel in a session of its own, so a SIGKILL of wrpo's process group does not reach it: ipykernel's
+    # parent poller ends the kernel within a second of the process named by JPY_PARENT_PID going away, and the trainers it
+    # launches (accelerate launch: sessions of their own again) watch WRPO_WATCH_PID (`watch_parent`)
+    os.environ["JPY_PARENT_PID"] = str(os.getpid())
+    os.environ.setdefault(WATCH_ENV, str(os.getpid()))
     try:
-        pm.execute_notebook(str(pipeline_notebook(name)), str(out_path), parameters=parameters, kernel_name="python3", language="python",
+        pm.execute_notebook(str(pipeline_notebook(name)), str(partial), parameters=parameters, kernel_name="python3", language="python",
                             progress_bar=False, cwd=os.getcwd(), config=kernel_config(),
                             kernel_manager_class=quiet_kernel_manager(), **echo)
     except pm.PapermillExecutionError as e:
+        kept = Path(tempfile.mkdtemp(prefix="wrpo-failed-")) / out_path.name
+        shutil.move(str(partial), kept)
         raise PipelineFailed(f"{name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                             f"the executed notebook, with the error, is at {out_path}") from None
+                             f"the executed notebook, with the error, is at {kept} (the run directory keeps its last good one)") from None
+    os.replace(partial, out_path)
     return out_path
 
 # %% ../nbs/11_cli.ipynb #fbc85f5b
@@ -107,7 +140,7 @@ def run_eval(config:str, # a config path or a shipped name (its `benchmarks` sec
     cfg_file = config_path(config).resolve()
     if judges:
         js = [load_judge(j) for j in judges]
-        overrides = [*(overrides or []), f"benchmarks.judge={json.dumps(js[0])}", f"benchmarks.compare_judges={json.dumps(js[1:])}"]
+        overrides = [*(overrides or []), f"++benchmarks.judge={json.dumps(js[0])}", f"benchmarks.compare_judges={json.dumps(js[1:])}"]
     cfg = load_config(str(cfg_file), overrides)
     bad = [m for m in models or [] if "=" not in m or not m.split("=", 1)[0]]
     if bad: raise ValueError(f"--model {bad[0]!r}: expected NAME=WHERE (a local path, a hub id, or openai:MODEL@BASE_URL)")
@@ -308,6 +341,7 @@ def main(argv=None)->int:
             return build_cli(a)
         elif a.cmd in ("train-variant", "train-sft"):
             from wrpo.pipeline import Run, train_variant, sft_stage
+            watch_parent()   # launched by a `wrpo run` that may be killed: do not outlive it
             run = Run(str(Path(a.run_dir) / "config.yaml"), Path(a.run_dir))
             train_variant(run, a.name) if a.cmd == "train-variant" else sft_stage(run)
     except (PipelineFailed, RunLocked, SeedRunFailed, SeedsIncomplete) as e:

@@ -115,18 +115,20 @@ LOCK_ENV = "WRPO_RUN_LOCK_HELD"   # set for the processes a lock holder starts (
 class run_lock:
     "Hold an OS-level lock on run directory `run_dir` (a context manager); a second holder fails at once, naming the first's PID. The OS frees the lock of a killed process, so a stale lock is simply taken over."
     def __init__(self,
-                 run_dir, # the run directory (created on `acquire`; the lock file is .wrpo.lock in it)
-                ): self.dir = Path(run_dir).resolve(); self.fd = None
+                 run_dir, # the run directory (created on `acquire`; the lock file is `name` in it)
+                 name:str=".wrpo.lock", # the lock file: one per writer that may run beside others (e.g. one per build shard)
+                ): self.dir, self.name, self.fd = Path(run_dir).resolve(), name, None
     def acquire(self):
         "Take the lock (a no-op when a parent process holds it for us); `RunLocked` if another process holds it"
         import fcntl
         if os.environ.get(LOCK_ENV) == str(self.dir): return self           # our parent holds it for us
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / ".wrpo.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.dir / self.name, os.O_RDWR | os.O_CREAT, 0o644)
         try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"; os.close(fd)
-            raise RunLocked(f"{self.dir} is in use by another wrpo run ({holder}); wait for it to finish or write to another --out") from None
+            what = "another wrpo run" if self.name == ".wrpo.lock" else f"another wrpo process ({self.name})"
+            raise RunLocked(f"{self.dir} is in use by {what} ({holder}); wait for it to finish or write to another --out") from None
         os.ftruncate(fd, 0); os.write(fd, f"PID {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         self.fd = fd; os.environ[LOCK_ENV] = str(self.dir)
         return self
@@ -154,8 +156,9 @@ class Stages:
     def __init__(self,
                  run_dir, # the run directory (its stages.json is read if it exists)
                  redo:bool=False, # delete outputs made with other settings instead of raising `StaleRun`
+                 on_start=None, # called once, before the first stage that (re)runs: a refused run writes nothing
                 ):
-        self.file, self.redo = Path(run_dir) / "stages.json", redo
+        self.file, self.redo, self.on_start = Path(run_dir) / "stages.json", redo, on_start
         self.rec = _read_json(self.file) if self.file.exists() else {}
 
     def fp(self,
@@ -173,7 +176,9 @@ class Stages:
         "True if stage `key`'s outputs were made with these settings and are complete (skip it); False: run (or resume) it. Outputs made with other settings are an error naming the changed keys, or with `redo` are deleted first."
         fp = fingerprint(dict(settings=settings, upstream={u: self.fp(u) for u in upstream}))
         rec = self.rec.get(key)
-        if rec and (rec["fingerprint"] == fp or rec["fingerprint"].startswith("reused:")): return rec["done"]  # same settings: done, or resume
+        if rec and (rec["fingerprint"] == fp or rec["fingerprint"].startswith("reused:")):   # same settings: done, or resume
+            if not rec["done"]: self._starting()
+            return rec["done"]
         there = [p for p in map(Path, outputs) if p.exists()]
         if rec or there:
             why = (config_changes(rec["settings"], settings, values=True, into_lists=False) or [f"upstream stage changed ({', '.join(u for u in upstream if rec['upstream'].get(u) != self.fp(u))})"]
@@ -181,10 +186,15 @@ class Stages:
             if not self.redo:
                 raise StaleRun(f"{self.file.parent}: stage {key!r} was made with other settings ({'; '.join(why[:6])}); "
                                f"rerun with --redo to redo it and every stage after it, or write to another --out")
+        self._starting()
+        if rec or there:
             for p in there: shutil.rmtree(p) if p.is_dir() else p.unlink()
         self.rec[key] = dict(fingerprint=fp, settings=settings, upstream={u: self.fp(u) for u in upstream}, done=False)
         atomic_write_json(self.file, self.rec)
         return False
+
+    def _starting(self):
+        if self.on_start is not None: f, self.on_start = self.on_start, None; f()
 
     def done(self,
              key:str, # the stage name
@@ -226,8 +236,10 @@ class Run:
         self.lock = run_lock(self.dir).acquire()   # held while this object lives (a no-op when the `wrpo run` parent holds it)
         self.timings = _read_json(self.path("timings.json")) if self.path("timings.json").exists() else {}
         self._resolved = None
-        self.stages = Stages(self.dir, redo)   # every stage output keyed by the settings that made it: reused, redone (redo) or refused
-        save_config(self.cfg, self.path("config.yaml"))
+        # config.yaml, models.json and timings.json are written only once a stage (re)runs: a run refused for changed settings
+        # leaves the directory describing the settings it was made with
+        self._pending = {"config.yaml": lambda: save_config(self.cfg, self.path("config.yaml"))}
+        self.stages = Stages(self.dir, redo, on_start=self._commit)   # every stage output keyed by its settings: reused, redone (redo) or refused
 
     def path(self,
              *parts, # path parts below the run directory
@@ -235,7 +247,18 @@ class Run:
         "A path inside the run directory."
         return self.dir.joinpath(*parts)
 
-    def _time(self, key, t0): self.timings[key] = round(time.time() - t0, 2); atomic_write_json(self.path("timings.json"), self.timings)
+    def _write(self, name:str, write):
+        "Write run file `name` now if a stage has started, else when the first one does"
+        if self._pending is None: write()
+        else: self._pending[name] = write
+
+    def _commit(self):
+        pending, self._pending = self._pending or {}, None
+        for write in pending.values(): write()
+
+    def _time(self, key, t0):
+        self.timings[key] = round(time.time() - t0, 2)
+        self._write("timings.json", lambda: atomic_write_json(self.path("timings.json"), self.timings))
 
 # %% ../nbs/10_pipeline.ipynb #f7bc6850
 @patch
@@ -245,7 +268,7 @@ def provide_models(self:Run)->dict:
     if pm is None: return {}
     t0 = time.time()
     provided = {k: str(v) for k, v in import_object(pm.call)(**pm.kwargs).items()}
-    atomic_write_json(self.path("models.json"), provided)
+    self._write("models.json", lambda: atomic_write_json(self.path("models.json"), provided))
     self._resolved = resolve_models(self.cfg, provided)
     self._time("models", t0)
     return provided
