@@ -97,6 +97,7 @@ CLI_CASES = [  # (argv, what the one-line error must contain); exit code 2, noth
     (["run", "ci", "-o", "train.common.learning_rate=.inf"], "train.common.learning_rate: must be a finite number, got inf"),
     (["run", "ci", "-o", "build={n: 2}"], "would replace the whole of build"), (["validate", "ci", "-o", "name="], "empty value"),
     (["run", "ci", "-o", "reward.path=nomodule_xyz:fn"], "reward.path: cannot import module 'nomodule_xyz'"),
+    (["figures", "NOWHERE"], "wrpo figures: no run directory"),
 ]
 
 @pytest.mark.parametrize("argv, message", CLI_CASES)
@@ -145,3 +146,36 @@ def test_build_out_must_be_a_directory_and_one_writer(tmp_path, capsys):
         assert "is in use by another wrpo run" in err and f"PID {p.pid}" in err, err
         assert sorted(x.name for x in out.iterdir()) == [".wrpo.lock"]                 # nothing else written
     finally: p.kill(); p.wait()
+
+def test_prompt_file_errors_name_the_file_and_row(tmp_path, capsys, caplog):
+    "A bad prompt row fails naming the file and the row; keep_columns naming a column no row has is said; a missing split names the path and the option"
+    os.chdir(tmp_path)
+    bad = tmp_path / "prompts.jsonl"; bad.write_text('{"prompt": "add 1+2", "skill": "add"}\n{"prompt": ""}\n')
+    assert main(["build", "ci", "--stage", "sources", "--prompts", str(bad), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: prompt row 1, field 'prompt': empty prompt" in err, err
+    from wrpo.build import prepare_prompts
+    prepare_prompts([{"prompt": "a", "skill": "x"}], keep_columns=["skil"])
+    assert "build.keep_columns: no prompt row has column(s) ['skil'] (the rows have ['prompt', 'skill'])" in caplog.text, caplog.text
+    from datasets import Dataset, DatasetDict
+    DatasetDict(test=Dataset.from_list([{"prompt": "x"}])).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(KeyError) as e: read_rows(tmp_path / "dd")
+    assert str(tmp_path / "dd") in str(e.value) and "split 'train' not in its splits ['test']" in str(e.value) and "`split` option" in str(e.value)
+
+
+def test_figures_and_out_say_what_is_wrong(tmp_path, capsys):
+    os.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    assert main(["run", "ci", "--out", str(tmp_path / "afile")]) == 2 and "is a file, not a directory" in capsys.readouterr().err
+    (tmp_path / "unfinished").mkdir()
+    assert main(["figures", str(tmp_path / "unfinished")]) == 2
+    assert "has not finished (no results.json)" in capsys.readouterr().err
+    assert not (tmp_path / "unfinished" / "figures").exists() and not (tmp_path / "unfinished" / "notebooks").exists()
+    (tmp_path / "unfinished" / "results.json").write_text("{}")
+    assert main(["figures", str(tmp_path / "unfinished"), "--sweep", str(tmp_path / "nosweep")]) == 2
+    assert "wrpo figures --sweep: no" in capsys.readouterr().err
+
+def test_repeated_quadruple_rows_are_said(recwarn):
+    rows = toy_quadruples(4); rows.append(dict(rows[1]))
+    load_quadruples(rows)
+    assert any("1 of 5 quadruples repeat an earlier row exactly (row, repeat: [(1, 4)]" in str(w.message) for w in recwarn), [str(w.message) for w in recwarn]

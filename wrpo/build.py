@@ -73,6 +73,11 @@ def prepare_prompts(rows, # raw prompt rows: strings, message lists or dicts
                 if c in r: rec[c] = r[c]
         out.append(rec)
     if not out: raise ValueError("prompts: no usable prompt rows")
+    dicts = [r for r in rows if isinstance(r, dict)]
+    missing = [c for c in keep_columns if not any(c in r for r in dicts)]
+    if missing:   # a warning, not an error: one config may serve prompt sets with other columns
+        logger.warning("build.keep_columns: no prompt row has column(s) %s (%s): nothing of them is kept", missing,
+                       f"the rows have {sorted(set().union(*dicts))[:12]}" if dicts else "the prompts are plain strings or messages")
     return out, stats
 
 # %% ../nbs/05_build.ipynb #14b7ffb7
@@ -164,7 +169,12 @@ class BuildDir:
         if prompts is None:
             if not self.path("manifest.json").exists(): raise FileNotFoundError(f"{self.root}: no prompts given and no earlier build to resume")
             recs, st = self.prompts(), self.manifest["prompt_stats"]
-        else: recs, st = prepare_prompts(read_rows(prompts, split), b.prompt_field, b.keep_columns, b.skip_failed)
+        else:
+            rows = read_rows(prompts, split)
+            try: recs, st = prepare_prompts(rows, b.prompt_field, b.keep_columns, b.skip_failed)
+            except (KeyError, TypeError, ValueError) as e:   # name the file the row is in
+                where = prompts if isinstance(prompts, (str, Path)) else f"the {type(prompts).__name__} of prompts"
+                raise type(e)(f"{where}: {e.args[0] if e.args else e}") from None
         fp = hashlib.sha256("".join(r["key"] for r in recs).encode()).hexdigest()[:24]
         man = dict(version=1, n_prompts=len(recs), prompts_fingerprint=fp, shard_size=b.shard_size,
                    n_shards=-(-len(recs) // b.shard_size), prompt_stats=st, config=content_settings(cfg))

@@ -6,14 +6,14 @@ Docs: https://wrpo-dev.github.io/wrpo/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #1e5d8f40
 from __future__ import annotations
-import argparse, json, os, sys, time
+import argparse, json, os, sys, tempfile, time
 from importlib.resources import files
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['FIGURE_NOTEBOOKS', 'WATCH_ENV', 'PipelineFailed', 'pipeline_notebook', 'kernel_config', 'quiet_kernel_manager',
-           'watch_parent', 'run_notebook', 'text_progress', 'run_pipeline', 'run_eval', 'run_seed_runs', 'make_figures',
-           'parser', 'main']
+           'watch_parent', 'run_notebook', 'text_progress', 'writable_dir', 'run_pipeline', 'run_eval', 'run_seed_runs',
+           'make_figures', 'parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #6f8d7b10
 FIGURE_NOTEBOOKS = ("fig_source_contribution.ipynb", "fig_logp_shift.ipynb", "fig_reward_margins.ipynb", "fig_alpha_sweep.ipynb")
@@ -76,7 +76,7 @@ def run_notebook(name:str, # a shipped pipeline notebook (in `wrpo.pipelines`)
     "Execute pipeline notebook `name` with papermill into `out_path` (replaced only on success); raise `PipelineFailed` naming the failed copy."
     import papermill as pm, shutil, tempfile
     out_path = Path(out_path); out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(f".{out_path.name}.partial")   # what runs now; the run directory's last good notebook stays as it is
+    partial = out_path.with_name(f".{out_path.stem}.partial{out_path.suffix}")   # what runs now; the run directory's last good notebook stays as it is
     echo = dict(stdout_file=sys.stdout, stderr_file=sys.stderr) if log_output else {}   # as written: progress bars redraw in place
     # jupyter_client starts the kernel in a session of its own, so a SIGKILL of wrpo's process group does not reach it: ipykernel's
     # parent poller ends the kernel within a second of the process named by JPY_PARENT_PID going away, and the trainers it
@@ -108,13 +108,23 @@ def text_progress():
     hf_trainer.DEFAULT_PROGRESS_CALLBACK = TextProgress   # chosen per Trainer; the module picked the HTML one at import in a kernel
 
 # %% ../nbs/11_cli.ipynb #06705d86
+def writable_dir(d:Path, # a run directory about to be written (created if missing)
+                )->Path:
+    "`d`, checked to be a directory this process can write (not a file, not on a read-only filesystem), naming it if not"
+    if d.exists() and not d.is_dir(): raise ValueError(f"--out {d} is a file, not a directory")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=d, prefix=".wrpo-probe-"): pass
+    except OSError as e: raise ValueError(f"--out {d}: cannot write there ({e.strerror or e})") from None
+    return d
+
 def run_pipeline(config:str, out:str|None=None, overrides:list|None=None, figures:bool=True, log_output:bool=True, redo:bool=False)->Path:
     "Validate `config` (a path or a shipped name) fully, then run the fusion pipeline notebook and the figure notebooks."
     from wrpo.pipeline import config_path, load_config, validate_run, run_lock
     cfg_file = config_path(config).resolve()
     validate_run(str(cfg_file), overrides)           # every section, every trainer config: fail now, not after hours
     cfg = load_config(str(cfg_file), overrides)
-    run_dir = cfg.run_path(out).resolve()
+    run_dir = writable_dir(cfg.run_path(out).resolve())
     t0 = time.time()
     with run_lock(run_dir):   # one run per directory; the notebook kernel and launched trainers inherit the lock
         run_notebook("fuse.ipynb", run_dir / "notebooks" / "fuse.ipynb",
@@ -144,7 +154,7 @@ def run_eval(config:str, # a config path or a shipped name (its `benchmarks` sec
     cfg = load_config(str(cfg_file), overrides)
     bad = [m for m in models or [] if "=" not in m or not m.split("=", 1)[0]]
     if bad: raise ValueError(f"--model {bad[0]!r}: expected NAME=WHERE (a local path, a hub id, or openai:MODEL@BASE_URL)")
-    run_dir = cfg.run_path(out).resolve()
+    run_dir = writable_dir(cfg.run_path(out).resolve())
     t0 = time.time()
     with run_lock(run_dir):
         run_notebook("eval.ipynb", run_dir / "notebooks" / "eval.ipynb",
@@ -184,6 +194,10 @@ def run_seed_runs(config:str, # a config path or a shipped name
 def make_figures(run_dir, out=None, sweep=None, log_output:bool=False)->list:
     "Run every figure notebook on a finished run; return the figure files written."
     run_dir = Path(run_dir).resolve(); out = Path(out or run_dir / "figures").resolve()
+    if not run_dir.is_dir(): raise FileNotFoundError(f"wrpo figures: no run directory {run_dir}")
+    if not (run_dir / "results.json").exists():
+        raise ValueError(f"wrpo figures: the run in {run_dir} has not finished (no results.json); finish it first: wrpo run CONFIG --out {run_dir} (it resumes)")
+    if sweep and not Path(sweep).exists(): raise FileNotFoundError(f"wrpo figures --sweep: no {Path(sweep).resolve()}")
     sweep = str(Path(sweep).resolve()) if sweep else ""
     for nb in FIGURE_NOTEBOOKS:
         run_notebook(nb, run_dir / "notebooks" / nb, dict(run_dir=str(run_dir), fig_dir=str(out), sweep_dir=sweep), log_output)

@@ -171,7 +171,7 @@ def read_rows(source,            # Dataset/DatasetDict, list, DataFrame, save_to
              )->list:
     "Raw rows (dicts) from any of the usual places; errors name the file and the line."
     if isinstance(source, DatasetDict):
-        if split not in source: raise KeyError(f"split {split!r} not in {list(source)}")
+        if split not in source: raise KeyError(f"split {split!r} not in the DatasetDict's splits {list(source)}; choose one with the `split` option (e.g. pipeline.prompts.split)")
         source = source[split]
     if isinstance(source, Dataset): return source.to_list()
     if isinstance(source, (list, tuple)): return list(source)
@@ -181,7 +181,11 @@ def read_rows(source,            # Dataset/DatasetDict, list, DataFrame, save_to
         if kind is None: raise ValueError(f"unsupported file type for {source}: use .json, .jsonl or .parquet")
         return datasets.load_dataset(kind, data_files=str(source), split="train").to_list()
     p = Path(source)
-    if p.is_dir(): return read_rows(datasets.load_from_disk(str(p)), split)
+    if p.is_dir():
+        ds = datasets.load_from_disk(str(p))
+        if isinstance(ds, DatasetDict) and split not in ds:
+            raise KeyError(f"{p}: split {split!r} not in its splits {list(ds)}; choose one with the `split` option (e.g. pipeline.prompts.split)")
+        return read_rows(ds, split)
     suf = p.suffix.lower()
     if suf in (".json", ".jsonl", ".parquet") and not p.exists(): raise FileNotFoundError(f"file not found: {p}")
     def text():
@@ -251,6 +255,17 @@ def validate_quadruples(rows:Iterable[dict], # quadruple rows in the canonical s
         warnings.warn(f"{len(same)} of {len(rows)} quadruples have y_wt (target_chosen) identical to y_l (rejected) (rows "
                       f"{same[:max_report]}{'...' if len(same) > max_report else ''}): their on-policy margin is always 0; "
                       "drop them (wrpo's builder never writes such rows)", stacklevel=2)
+    key = lambda r: json.dumps([r.get(f) for f in ("prompt",) + RESPONSE_FIELDS], sort_keys=True, ensure_ascii=False, default=str)
+    first, dup = {}, []
+    for i, r in enumerate(rows):
+        k = key(r)
+        if k in first: dup.append((first[k], i))
+        else: first[k] = i
+    if dup:   # a repeated row weighs its prompt several times over: usually a file concatenated twice
+        import warnings
+        warnings.warn(f"{len(dup)} of {len(rows)} quadruples repeat an earlier row exactly (row, repeat: {dup[:max_report]}"
+                      f"{'...' if len(dup) > max_report else ''}); each repeat counts again in training: deduplicate the file "
+                      "if that is not intended", stacklevel=2)
     return rows
 
 def load_quadruples(source,             # Dataset/DatasetDict, save_to_disk dir, .json/.jsonl/.parquet, list of dicts or DataFrame
