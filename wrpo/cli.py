@@ -88,10 +88,16 @@ def run_notebook(name:str, # a shipped pipeline notebook (in `wrpo.pipelines`)
                             progress_bar=False, cwd=os.getcwd(), config=kernel_config(),
                             kernel_manager_class=quiet_kernel_manager(), **echo)
     except pm.PapermillExecutionError as e:
-        kept = Path(tempfile.mkdtemp(prefix="wrpo-failed-")) / out_path.name
-        shutil.move(str(partial), kept)
+        try: kept = Path(tempfile.mkdtemp(prefix="wrpo-failed-")) / out_path.name; shutil.move(str(partial), kept)
+        except OSError: kept = partial   # e.g. no space for a copy either
+        hint = "\nno space left on that device: free some (or write to another --out), then rerun: it resumes" if "Errno 28" in str(e.evalue) else ""
         raise PipelineFailed(f"{name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                             f"the executed notebook, with the error, is at {kept} (the run directory keeps its last good one)") from None
+                             f"the executed notebook, with the error, is at {kept} (the run directory keeps its last good one){hint}") from None
+    except OSError as e:   # writing the executed notebook itself failed (a full disk, a vanished directory)
+        partial.unlink(missing_ok=True)
+        why = "no space left on the device" if e.errno == 28 else (e.strerror or str(e))
+        raise PipelineFailed(f"{name}: could not write the executed notebook {e.filename or partial}: {why}; "
+                             "free some space (or write to another --out), then rerun: it resumes") from None
     os.replace(partial, out_path)
     return out_path
 

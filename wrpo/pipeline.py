@@ -6,7 +6,7 @@ Docs: https://wrpo-dev.github.io/wrpo/pipeline.html.md"""
 
 # %% ../nbs/10_pipeline.ipynb #cf7a6068
 from __future__ import annotations
-import copy, dataclasses, json, os, shutil, subprocess, sys, tempfile, time
+import copy, dataclasses, json, os, re, shutil, subprocess, sys, tempfile, time
 from dataclasses import replace
 from pathlib import Path
 import torch
@@ -21,8 +21,8 @@ from .files import atomic_dir, atomic_write_json, atomic_write_text, move_into_p
 # %% auto #0
 __all__ = ['LOCK_ENV', 'import_object', 'load_rows', 'eval_prompts', 'resolve_models', 'default_device', 'load_lm',
            'accelerate_config_path', 'launch_command', 'RunLocked', 'run_lock', 'StaleRun', 'fingerprint', 'Stages',
-           'config_path', 'Run', 'external_model_spec', 'checkpoint_problem', 'last_checkpoint', 'training_log',
-           'hardware_kwargs', 'sft_stage', 'train_variant', 'validate_run']
+           'config_path', 'clean_dataset_temps', 'Run', 'external_model_spec', 'checkpoint_problem', 'last_checkpoint',
+           'training_log', 'hardware_kwargs', 'sft_stage', 'train_variant', 'validate_run']
 
 # %% ../nbs/10_pipeline.ipynb #f67a0c4b
 def import_object(path:str, # 'module:attr', e.g. 'wrpo.testing:paper_mini' (attr may be dotted)
@@ -159,6 +159,7 @@ class Stages:
                  on_start=None, # called once, before the first stage that (re)runs: a refused run writes nothing
                 ):
         self.file, self.redo, self.on_start = Path(run_dir) / "stages.json", redo, on_start
+        self.resumed = set()   # stages this process resumes after an interrupted attempt
         self.rec = _read_json(self.file) if self.file.exists() else {}
 
     def fp(self,
@@ -177,7 +178,7 @@ class Stages:
         fp = fingerprint(dict(settings=settings, upstream={u: self.fp(u) for u in upstream}))
         rec = self.rec.get(key)
         if rec and (rec["fingerprint"] == fp or rec["fingerprint"].startswith("reused:")):   # same settings: done, or resume
-            if not rec["done"]: self._starting()
+            if not rec["done"]: self._starting(); self.resumed.add(key)
             return rec["done"]
         there = [p for p in map(Path, outputs) if p.exists()]
         if rec or there:
@@ -223,6 +224,14 @@ def config_path(name_or_path, # an existing YAML file, or a shipped config's nam
                             f"{sorted(x.name for x in files('wrpo.configs').iterdir() if x.name.endswith('.yaml'))}")
 
 # %% ../nbs/10_pipeline.ipynb #7921a4bf
+def clean_dataset_temps(run_dir, # a run directory
+                       )->list:
+    "Remove what an interrupted `datasets` write (a full disk, a kill) leaves in the run's datasets: `tmpXXXXXXXX` files; return them"
+    pat = re.compile(r"tmp[a-z0-9_]{8}")
+    out = [f for d in ("build", "data") for f in (Path(run_dir) / d).glob("*/tmp*") if f.is_file() and pat.fullmatch(f.name)]
+    for f in out: f.unlink(missing_ok=True)
+    return out
+
 class Run:
     "A pipeline run: the validated config and its run directory; each stage is a method (defined below)."
     def __init__(self,
@@ -234,6 +243,8 @@ class Run:
         self.cfg = load_config(config, overrides)
         self.dir = self.cfg.run_path(run_dir).resolve()
         self.lock = run_lock(self.dir).acquire()   # held while this object lives (a no-op when the `wrpo run` parent holds it)
+        stale = clean_dataset_temps(self.dir)
+        if stale: print(f"removed {len(stale)} temporary file(s) an interrupted run left in its datasets ({stale[0].parent}, ...)")
         self.timings = _read_json(self.path("timings.json")) if self.path("timings.json").exists() else {}
         self._resolved = None
         # config.yaml, models.json and timings.json are written only once a stage (re)runs: a run refused for changed settings
@@ -258,6 +269,8 @@ class Run:
 
     def _time(self, key, t0):
         self.timings[key] = round(time.time() - t0, 2)
+        if key in self.stages.resumed:   # the interrupted attempt's time is unknown: say that this is the last attempt's only
+            self.timings["resumed"] = sorted({*self.timings.get("resumed", []), key})
         self._write("timings.json", lambda: atomic_write_json(self.path("timings.json"), self.timings))
 
 # %% ../nbs/10_pipeline.ipynb #f7bc6850
