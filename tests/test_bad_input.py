@@ -179,3 +179,14 @@ def test_repeated_quadruple_rows_are_said(recwarn):
     rows = toy_quadruples(4); rows.append(dict(rows[1]))
     load_quadruples(rows)
     assert any("1 of 5 quadruples repeat an earlier row exactly (row, repeat: [(1, 4)]" in str(w.message) for w in recwarn), [str(w.message) for w in recwarn]
+
+def test_offline_hub_models_not_in_the_cache(tmp_path, capsys, monkeypatch):
+    "Offline, a hub id that is not in the local cache fails `wrpo run` at once (one line, nothing written); `wrpo validate` lists them"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1"); monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))   # an empty cache
+    os.chdir(tmp_path)
+    assert main(["run", "paper", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "sources[0].model: google/gemma-2-27b-it (and 9 more) is not in the local Hugging Face cache" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "p").exists()
+    assert main(["validate", "paper"]) == 0
+    assert "target.model: meta-llama/Meta-Llama-3-8B-Instruct" in json.loads(capsys.readouterr().out)["not_available_offline"]

@@ -128,7 +128,7 @@ def run_pipeline(config:str, out:str|None=None, overrides:list|None=None, figure
     "Validate `config` (a path or a shipped name) fully, then run the fusion pipeline notebook and the figure notebooks."
     from wrpo.pipeline import config_path, load_config, validate_run, run_lock
     cfg_file = config_path(config).resolve()
-    validate_run(str(cfg_file), overrides)           # every section, every trainer config: fail now, not after hours
+    validate_run(str(cfg_file), overrides, require_models=True)   # every section, every trainer config, the models: fail now, not after hours
     cfg = load_config(str(cfg_file), overrides)
     run_dir = writable_dir(cfg.run_path(out).resolve())
     t0 = time.time()

@@ -22,7 +22,7 @@ from .files import atomic_dir, atomic_write_json, atomic_write_text, move_into_p
 __all__ = ['LOCK_ENV', 'import_object', 'load_rows', 'eval_prompts', 'resolve_models', 'default_device', 'load_lm',
            'accelerate_config_path', 'launch_command', 'RunLocked', 'run_lock', 'StaleRun', 'fingerprint', 'Stages',
            'config_path', 'clean_dataset_temps', 'Run', 'external_model_spec', 'checkpoint_problem', 'last_checkpoint',
-           'training_log', 'hardware_kwargs', 'sft_stage', 'train_variant', 'validate_run']
+           'training_log', 'hardware_kwargs', 'sft_stage', 'train_variant', 'offline_missing', 'validate_run']
 
 # %% ../nbs/10_pipeline.ipynb #f67a0c4b
 def import_object(path:str, # 'module:attr', e.g. 'wrpo.testing:paper_mini' (attr may be dotted)
@@ -646,8 +646,20 @@ def train_variant(run:Run, # the run (models/target_sft and data/train must exis
     return out
 
 # %% ../nbs/10_pipeline.ipynb #5d31a6ab
+def offline_missing(cfg:Config, # the run's configuration
+                   )->list:
+    "With HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) set: the hub ids the config names that are not in the local cache, as 'key: id'"
+    if not any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")): return []
+    from huggingface_hub import try_to_load_from_cache
+    hub = lambda s: bool(s) and not s.startswith((PROVIDED, "/", "./", "../", "~")) and s.count("/") <= 1 and not Path(s).expanduser().exists()
+    models = [(f"sources[{i}].model", m.model) for i, m in enumerate(cfg.sources) if m.backend != "openai"]
+    models += [("target.model", cfg.target.model)] if cfg.target is not None and cfg.target.backend != "openai" else []
+    models += [("reward.path", cfg.reward.path)] if cfg.reward.kind != "callable" else []
+    return [f"{k}: {m}" for k, m in models if hub(m) and not isinstance(try_to_load_from_cache(m, "config.json"), str)]
+
 def validate_run(config, # a YAML path, a dict or a `Config`
                  overrides=None, # dotted `key=value` overrides of the config
+                 require_models:bool=False, # offline (HF_HUB_OFFLINE), refuse hub ids not in the local cache (`wrpo run`); else list them
                 )->dict:
     "Dry-validate a run config (what `wrpo validate` prints): the typed config, backends, reward, variants, launcher."
     from wrpo.sampling import TransformersSampler, VLLMSampler, OpenAISampler
@@ -670,5 +682,11 @@ def validate_run(config, # a YAML path, a dict or a `Config`
     variants = {v: {k: variant_kwargs(cfg, v).get(k) for k in ("loss_type", "alpha", "alpha_schedule", "beta")} for v in cfg.train.variants}
     la = cfg.train.launcher
     if la: accelerate_config_path(la.accelerate_config)
+    missing = offline_missing(cfg)
+    if missing and require_models:
+        raise ConfigError(f"{where}{missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "") +
+                          " is not in the local Hugging Face cache, and HF_HUB_OFFLINE is set: download it first "
+                          f"(huggingface-cli download {missing[0].split(': ', 1)[1]}) or give a local path")
     return dict(name=cfg.name, samplers=stages, reward=r.kind, variants=variants,
-                launcher=None if la is None else dict(accelerate_config=la.accelerate_config, num_processes=la.num_processes))
+                launcher=None if la is None else dict(accelerate_config=la.accelerate_config, num_processes=la.num_processes),
+                **({"not_available_offline": missing} if missing else {}))
