@@ -97,7 +97,7 @@ CLI_CASES = [  # (argv, what the one-line error must contain); exit code 2, noth
     (["run", "ci", "-o", "train.common.learning_rate=.inf"], "train.common.learning_rate: must be a finite number, got inf"),
     (["run", "ci", "-o", "build={n: 2}"], "would replace the whole of build"), (["validate", "ci", "-o", "name="], "empty value"),
     (["run", "ci", "-o", "reward.path=nomodule_xyz:fn"], "reward.path: cannot import module 'nomodule_xyz'"),
-    (["figures", "NOWHERE"], "wrpo figures: no run directory"),
+    (["figures", "NOWHERE"], "wrpo figures: no run directory"), (["run", "ci", "-o", "eval.exact=2.0"], "eval.exact: 2.0 lies outside the range [0.0, 1.0]"),
 ]
 
 @pytest.mark.parametrize("argv, message", CLI_CASES)

@@ -294,6 +294,9 @@ def check_callables(cfg:Config, # the run's configuration (returned unchanged wh
             if not hasattr(obj, a): raise ConfigError(f"{where}: module {mod!r} has no {attr!r} (from {path!r})")
             obj = getattr(obj, a)
         if not callable(obj): raise ConfigError(f"{where}: {path!r} is not callable")
+        rng = getattr(obj, "reward_range", None) if where == "reward.path" else None
+        if rng is not None and cfg.eval.exact is not None and not rng[0] <= cfg.eval.exact <= rng[1]:
+            raise ConfigError(f"eval.exact: {cfg.eval.exact} lies outside the range {list(rng)} of the reward {path!r}: accuracy would be 0 by construction")
     return cfg
 
 def validate_config(cfg:Config, # the configuration to check (returned unchanged)

@@ -196,6 +196,9 @@ def judge_answers(answers_by_prompt:list, # per prompt: one answer (str) or a li
     if len(answers_by_prompt) != len(prompts): raise ValueError(f"got {len(answers_by_prompt)} answer sets for {len(prompts)} prompts")
     if meta is not None and len(meta) != len(prompts): raise ValueError(f"got {len(meta)} metadata rows for {len(prompts)} prompts")
     if not prompts: raise ValueError("no prompts to judge")
+    rng = getattr(scorer, "reward_range", None)
+    if exact is not None and rng is not None and not rng[0] <= exact <= rng[1]:
+        raise ValueError(f"eval.exact: {exact} lies outside the reward's range {list(rng)}: accuracy would be 0 by construction")
     sets = [[a] if isinstance(a, str) else list(a) for a in answers_by_prompt]
     for i, s in enumerate(sets):
         if not s: raise ValueError(f"prompt {i}: no answers")

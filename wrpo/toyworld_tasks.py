@@ -152,6 +152,7 @@ def verify(prompt, # a row from `make_prompts`, a chat prompt (list of messages)
 class VerifierReward:
     "Reward scorer for toy-world prompts: `VerifierReward()(prompts, responses) -> list[float]`."
     name = "toyworld-verifier"
+    reward_range = (0.0, 1.0)   # every reward lies here (eval.exact outside it is refused)
     def __call__(self,
                  prompts:list, # chat prompts (lists of messages) or instruction texts
                  responses:list, # responses: texts or assistant messages
