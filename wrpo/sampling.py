@@ -225,7 +225,8 @@ class OpenAISampler(Sampler):
         s, data = self.spec, json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if self._key: headers["Authorization"] = f"Bearer {self._key}"
-        for attempt in range(s.max_retries + 1):
+        retries = max(0, int(s.max_retries))   # a negative count (Python API; the config refuses it) means no retry, not a crash
+        for attempt in range(retries + 1):
             wait, err = None, None
             try:
                 with urllib.request.urlopen(urllib.request.Request(self.url, data=data, headers=headers), timeout=s.timeout) as r:
@@ -238,11 +239,11 @@ class OpenAISampler(Sampler):
                 if ra and ra.replace(".", "", 1).isdigit(): wait = min(float(ra), 60.0)
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
                 err = f"{type(e).__name__} talking to {self.url}: {getattr(e, 'reason', e)}"
-            if attempt == s.max_retries: break
+            if attempt == retries: break
             wait = wait if wait is not None else s.retry_backoff * 2 ** attempt * (1 + 0.1 * random.random())
-            logger.warning("%s", self._redact(f"source {s.name!r}: {err}; retry {attempt + 1}/{s.max_retries} in {wait:.2f}s"))
+            logger.warning("%s", self._redact(f"source {s.name!r}: {err}; retry {attempt + 1}/{retries} in {wait:.2f}s"))
             time.sleep(wait)
-        raise RuntimeError(self._redact(f"source {s.name!r}: giving up after {s.max_retries} retries: {err}"))
+        raise RuntimeError(self._redact(f"source {s.name!r}: giving up after {retries} retries: {err}"))
 
     def _complete(self, prompt, n: int, seed: int) -> list[str]:
         s, out = self.spec, []
