@@ -62,10 +62,14 @@ def watch_parent(pid:int|None=None, # the process to outlive by at most `interva
             import psutil   # a killed process its parent has not reaped yet is a zombie: gone all the same
             return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         except Exception: return False
+    stop = threading.Event()
     def loop():
-        while not gone(): time.sleep(interval)
-        print(f"wrpo: the wrpo process {pid} is gone; stopping this one", file=sys.stderr, flush=True); os._exit(1)
+        while not stop.wait(interval):
+            if gone():
+                print(f"wrpo: the wrpo process {pid} is gone; stopping this one", file=sys.stderr, flush=True); os._exit(1)
     t = threading.Thread(target=loop, daemon=True, name="wrpo-watch-parent"); t.start()
+    import atexit   # end the thread before the interpreter shuts down (a daemon thread at shutdown can abort a process)
+    atexit.register(lambda: (stop.set(), t.join(timeout=2 * interval)))
     return t
 
 def run_notebook(name:str, # a shipped pipeline notebook (in `wrpo.pipelines`)
@@ -364,6 +368,8 @@ def main(argv=None)->int:
             watch_parent()   # launched by a `wrpo run` that may be killed: do not outlive it
             run = Run(str(Path(a.run_dir) / "config.yaml"), Path(a.run_dir))
             train_variant(run, a.name) if a.cmd == "train-variant" else sft_stage(run)
+            import torch.distributed as dist   # leave the process group before exit: gloo's threads can abort an exit without it
+            if dist.is_available() and dist.is_initialized(): dist.barrier(); dist.destroy_process_group()
     except (PipelineFailed, RunLocked, SeedRunFailed, SeedsIncomplete) as e:
         if a.debug: raise
         print(f"wrpo: {e}", file=sys.stderr); return 1
