@@ -15,8 +15,8 @@ from .data import to_messages
 
 # %% auto #0
 __all__ = ['MT_BENCH_TEMPERATURE', 'BENCHMARKS', 'Benchmark', 'get_benchmark', 'default_cache_dir', 'fetch_benchmark',
-           'load_questions', 'load_baseline', 'question_temperature', 'turn_messages', 'generation_plan', 'answer_path',
-           'write_answers', 'read_answers', 'answer_questions']
+           'load_questions', 'baseline_files', 'load_baseline', 'question_temperature', 'turn_messages',
+           'generation_plan', 'answer_path', 'write_answers', 'read_answers', 'answer_questions']
 
 # %% ../nbs/12_benchmarks.ipynb #7714d2bb
 _AE_HUB = "https://huggingface.co/datasets/tatsu-lab/alpaca_eval/resolve/main"
@@ -131,6 +131,13 @@ def load_questions(benchmark, # a name in `BENCHMARKS` or a `Benchmark`
         for q in qs: q["reference"] = q["reference"] or refs.get(q["question_id"])
     return qs
 
+def baseline_files(benchmark, # a name in `BENCHMARKS` or a `Benchmark`
+                   directory, # the benchmark's directory in the official layout
+                  )->list[Path]:
+    "The baseline answer files present in `directory` (Arena-Hard v2.0: one per category's baseline)"
+    b = get_benchmark(benchmark)
+    return [Path(directory) / rel for role, (rel, _) in b.files.items() if role.startswith("baseline") and (Path(directory) / rel).exists()]
+
 def load_baseline(benchmark, # a name in `BENCHMARKS` or a `Benchmark`
                   directory, # the benchmark's directory in the official layout
                  )->dict:
@@ -143,9 +150,8 @@ def load_baseline(benchmark, # a name in `BENCHMARKS` or a `Benchmark`
         from wrpo.arena_hard_v2 import AH2_JUDGE_SETTINGS
         cat = {q["uid"]: q["category"] for q in read_jsonl(d / b.files["questions"][0])}
         by = {}
-        for role, (rel, _) in b.files.items():
-            if role.startswith("baseline") and (d / rel).exists():
-                for r in read_jsonl(d / rel): by.setdefault(r["model"], {})[r["uid"]] = r["messages"][-1]["content"]["answer"]
+        for f in baseline_files(b, d):
+            for r in read_jsonl(f): by.setdefault(r["model"], {})[r["uid"]] = r["messages"][-1]["content"]["answer"]
         return {u: by.get(AH2_JUDGE_SETTINGS[c][0], {}).get(u) for u, c in cat.items() if u in by.get(AH2_JUDGE_SETTINGS[c][0], {})}
     out = {}
     for r in read_jsonl(path):

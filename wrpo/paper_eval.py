@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from .config import ModelSpec, BENCHMARK_NAMES
 from .files import atomic_write_json, atomic_write_text, read_jsonl
-from .benchmarks import get_benchmark, fetch_benchmark, load_questions, answer_questions, answer_path
+from .benchmarks import get_benchmark, fetch_benchmark, load_questions, answer_questions, answer_path, baseline_files
 from . import arena_hard_v2 as ah2
 from .judge_models import comparable_with_published, PUBLISHED_JUDGES
 from .judge import (JudgeClient, JudgeCache, judge_alpaca_eval, judge_arena_hard, judge_mt_bench, write_alpaca_annotations,
@@ -91,8 +91,7 @@ def judge_benchmark(benchmark:str, # one of `BENCHMARK_NAMES`
             write_arena_hard_judgments(arena_hard_judgment_path(root, name, m), rows[m])
         elif b.name == "arena_hard_v2":
             qs = read_jsonl(bench_dir / b.files["questions"][0])[:n_questions]
-            bases = {rel.rsplit("/", 1)[-1][:-len(".jsonl")]: read_jsonl(bench_dir / rel) for role, (rel, _) in b.files.items()
-                     if role.startswith("baseline") and (bench_dir / rel).exists()}
+            bases = {f.stem: read_jsonl(f) for f in baseline_files(b, bench_dir)}
             rows[m], summ[m] = ah2.judge_arena_hard_v2(qs, read_jsonl(answers), bases, client, judge_name=name,
                                                        **({"max_tokens": max_tokens} if max_tokens else {}))
             ah2.write_judgments(ah2.judgment_path(root, name, m), rows[m])
@@ -162,8 +161,7 @@ def run_benchmarks(names:list, # benchmarks, any of `BENCHMARK_NAMES`
             r, su[bench] = judge_benchmark(bench, dirs[bench], list(models), out, j, n_questions, logprobs, allow_retired, judge_max_tokens)
             rows[(j.model, bench)] = [x for v in r.values() for x in v]
             table = lc_table or (dirs[bench] / "df_gamed.csv" if (dirs[bench] / "df_gamed.csv").exists() else None)
-            files = [answer_path(bench, out / bench, m) for m in models] + [dirs[bench] / rel for role, (rel, _) in get_benchmark(bench).files.items()
-                                                                          if role.startswith("baseline") and (dirs[bench] / rel).exists()]
+            files = [answer_path(bench, out / bench, m) for m in models] + baseline_files(bench, dirs[bench])
             sc[bench] = score_benchmark(bench, r, table, bootstrap_rounds, seed, files)
         by_judge[j.model] = dict(scores=sc, judge_summaries=su)
     first = by_judge[judge.model] if judge is not None else dict(scores={}, judge_summaries={})

@@ -673,12 +673,10 @@ def validate_run(config, # a YAML path, a dict or a `Config`
     r = cfg.reward
     if r.kind == "callable":
         if not r.path: raise ConfigError(f"{where}reward.path: a callable reward needs 'module:attr'")
-        import_object(r.path)
     elif not r.path: raise ConfigError(f"{where}reward.path: a {r.kind!r} reward model needs a path or hub id")
     if r.kind == "armorm" and not r.trust_remote_code:
         raise ConfigError(f"{where}reward: ArmoRM ships remote code; set reward.trust_remote_code: true to allow it")
-    for spec in (cfg.pipeline.prompts, cfg.eval.prompts, cfg.pipeline.models):
-        if spec is not None and getattr(spec, "call", None): import_object(spec.call)
+    # every 'module:attr' was imported by load_config (config.check_callables), naming its key
     variants = {v: {k: variant_kwargs(cfg, v).get(k) for k in ("loss_type", "alpha", "alpha_schedule", "beta")} for v in cfg.train.variants}
     la = cfg.train.launcher
     if la: accelerate_config_path(la.accelerate_config)
