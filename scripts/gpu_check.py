@@ -26,7 +26,7 @@ def quadruples(n, vocab, seed=0, prompt=(50, 300), target=(100, 300), source_x=(
 def run_one(shape, method, steps, batch, smoke):
     from datasets import Dataset
     from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
-    from wrpo.pipeline import hardware_kwargs
+    from wrpo.trainer import hardware_kwargs
     from wrpo.testing import tiny_tokenizer
     from wrpo.trainer import WRPOConfig, WRPOTrainer
     cuda = torch.cuda.is_available()

@@ -5,7 +5,8 @@ import torch
 from transformers import TrainerCallback
 from wrpo.testing import tiny_lm, tiny_tokenizer, toy_quadruples
 from wrpo.data import load_quadruples
-from wrpo.pipeline import hardware_kwargs, last_checkpoint, training_log
+from wrpo.trainer import hardware_kwargs
+from wrpo.training import last_checkpoint, training_log
 
 out, per_device, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 resume = "--resume" in sys.argv

@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from .config import Config, ModelSpec, load_config, config_changes
 from .data import read_rows, to_messages, prompt_text
+from .prompts import PROMPT_FIELDS, normalize_prompt
 from .files import atomic_write_text, atomic_write_json, write_jsonl, read_jsonl, atomic_save_dataset
 from .sampling import load_sampler, derive_seed
 from .selection import select_same_source, select_source, select_target, source_contribution
@@ -20,31 +21,12 @@ from .rewards import load_scorer, Scorer, CallableScorer
 logger = logging.getLogger("wrpo.build")
 
 # %% auto #0
-__all__ = ['logger', 'PROMPT_FIELDS', 'REUSE_COLUMNS', 'NOT_CONTENT', 'STAGES', 'normalize_prompt', 'prompt_key',
-           'prepare_prompts', 'split_prompts', 'build_dir', 'parse_shard', 'content_settings', 'BuildDir',
-           'build_sources', 'write_contribution', 'write_sft', 'build_targets', 'merge_shards', 'build',
-           'add_build_args', 'run_build', 'build_cli']
+__all__ = ['logger', 'REUSE_COLUMNS', 'NOT_CONTENT', 'STAGES', 'prompt_key', 'prepare_prompts', 'split_prompts', 'build_dir',
+           'parse_shard', 'content_settings', 'BuildDir', 'build_sources', 'write_contribution', 'write_sft',
+           'build_targets', 'merge_shards', 'build', 'add_build_args', 'run_build', 'build_cli']
 
 # %% ../nbs/05_build.ipynb #cd094cff
-PROMPT_FIELDS = ("prompt", "instruction", "question", "messages")
 REUSE_COLUMNS = ("all_generated_responses", "all_rm_scores")
-
-def normalize_prompt(row, # a string, a chat message list, or a dict with a prompt column
-                     i:int, # the row's index, for error messages
-                     field:str|None=None, # the prompt column of a dict row; None: the first of PROMPT_FIELDS present
-                    )->list[dict]:
-    "The prompt of raw row `i` as a message list ending in a user/system turn; errors name the row and field"
-    if isinstance(row, (str, list)): v, f = row, "prompt"
-    elif isinstance(row, dict):
-        f = field or next((k for k in PROMPT_FIELDS if k in row and row[k] is not None), None)
-        if f is None or f not in row: raise KeyError(f"prompt row {i}: no prompt field (looked for {[field] if field else list(PROMPT_FIELDS)}; columns {sorted(row)})")
-        v = row[f]
-    else: raise TypeError(f"prompt row {i}: expected a string, a message list or a dict, got {type(row).__name__}")
-    try: msgs = to_messages(v)
-    except TypeError: raise TypeError(f"prompt row {i}, field {f!r}: expected a string or chat messages, got {str(v)[:80]!r}") from None
-    while msgs and msgs[-1]["role"] == "assistant": msgs = msgs[:-1]
-    if not msgs or not prompt_text(msgs).strip(): raise ValueError(f"prompt row {i}, field {f!r}: empty prompt")
-    return msgs
 
 def prompt_key(msgs, # the prompt as a message list (as `normalize_prompt` returns it)
               )->str:
@@ -534,7 +516,7 @@ def add_build_args(p:argparse.ArgumentParser, # the parser (or subparser) to ext
 def run_build(args, # an `argparse.Namespace` from a parser set up by `add_build_args`
              )->dict:
     "Run the stage chosen by parsed `wrpo build` arguments"
-    from wrpo.pipeline import config_path
+    from wrpo.config import config_path
     if args.config and args.config_opt and args.config != args.config_opt:
         raise ValueError(f"wrpo build: two configs given ({args.config!r} and --config {args.config_opt!r})")
     name = args.config or args.config_opt
@@ -545,7 +527,7 @@ def run_build(args, # an `argparse.Namespace` from a parser set up by `add_build
         raise ValueError("wrpo build: --out is empty; name a directory (or leave --out out: <the config's run directory>/build)")
     out = args.out or build_dir(cfg)
     if Path(out).exists() and not Path(out).is_dir(): raise ValueError(f"wrpo build: --out {out} is a file, not a directory")
-    from wrpo.pipeline import run_lock   # one writer per build directory (per shard: shards of one build run side by side)
+    from wrpo.rundir import run_lock   # one writer per build directory (per shard: shards of one build run side by side)
     with run_lock(out, ".wrpo.lock" if not args.shard else f".wrpo-shard-{args.shard.replace('/', '-of-')}.lock"):
         if args.stage == "all": return build(cfg, args.prompts, out, args.target_model, args.shard)
         if args.stage == "sources": return build_sources(cfg, args.prompts, out, shard=args.shard, split=args.split)

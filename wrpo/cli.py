@@ -130,10 +130,12 @@ def writable_dir(d:Path, # a run directory about to be written (created if missi
 
 def run_pipeline(config:str, out:str|None=None, overrides:list|None=None, figures:bool=True, log_output:bool=True, redo:bool=False)->Path:
     "Validate `config` (a path or a shipped name) fully, then run the fusion pipeline notebook and the figure notebooks."
-    from wrpo.pipeline import config_path, load_config, validate_run, run_lock
+    from wrpo.config import config_path, load_config
+    from wrpo.pipeline import check_run
+    from wrpo.rundir import run_lock
     cfg_file = config_path(config).resolve()
-    validate_run(str(cfg_file), overrides, require_models=True)   # every section, every trainer config, the models: fail now, not after hours
-    cfg = load_config(str(cfg_file), overrides)
+    cfg = load_config(cfg_file, overrides)   # loaded and validated once: every section, every trainer config, every callable
+    check_run(cfg, str(cfg_file), require_models=True)   # what a run needs beyond that (prompts, reward; offline, the models): fail now
     run_dir = writable_dir(cfg.run_path(out).resolve())
     t0 = time.time()
     with run_lock(run_dir):   # one run per directory; the notebook kernel and launched trainers inherit the lock
@@ -155,13 +157,14 @@ def run_eval(config:str, # a config path or a shipped name (its `benchmarks` sec
             )->Path:
     "Validate `config`, then run the benchmark notebook: the paper's Table 2 for the run's models under <run>/benchmarks."
     import json
-    from wrpo.pipeline import config_path, load_config, run_lock
+    from wrpo.config import config_path, load_config
+    from wrpo.rundir import run_lock
     from wrpo.judge_models import load_judge
     cfg_file = config_path(config).resolve()
     if judges:
         js = [load_judge(j) for j in judges]
         overrides = [*(overrides or []), f"++benchmarks.judge={json.dumps(js[0])}", f"benchmarks.compare_judges={json.dumps(js[1:])}"]
-    cfg = load_config(str(cfg_file), overrides)
+    cfg = load_config(cfg_file, overrides)
     bad = [m for m in models or [] if "=" not in m or not m.split("=", 1)[0]]
     if bad: raise ValueError(f"--model {bad[0]!r}: expected NAME=WHERE (a local path, a hub id, or openai:MODEL@BASE_URL)")
     run_dir = writable_dir(cfg.run_path(out).resolve())
@@ -187,11 +190,12 @@ def run_seed_runs(config:str, # a config path or a shipped name
                   compare:list|None=None, # paired differences 'A - B' (sets `pipeline.seeds_compare`); None: the config's
                  )->Path:
     "Validate `config`, run its pipeline notebook once per seed (`wrpo.seeds.run_seeds`), aggregate into seeds.json/md/png."
-    from wrpo.pipeline import config_path, load_config, validate_run
+    from wrpo.config import config_path
+    from wrpo.pipeline import validate_run
     from wrpo.seeds import run_seeds
     cfg_file = config_path(config).resolve()
     if compare is not None: overrides = list(overrides or []) + [f"pipeline.seeds_compare={json.dumps(list(compare))}"]
-    validate_run(str(cfg_file), overrides)
+    validate_run(cfg_file, overrides)
     t0 = time.time()
     one = lambda cfg, run_dir, ov, redo_: run_pipeline(cfg, str(run_dir), ov, figures=False, log_output=log_output, redo=redo_)
     agg = run_seeds(str(cfg_file), out, seeds, overrides, redo=redo, level=level, allow_missing=allow_missing, reuse_sources=reuse_sources,
@@ -288,11 +292,14 @@ def parser()->argparse.ArgumentParser:
     f.add_argument("--sweep", default=None, help="a finished alpha-sweep run (config 'sweep') for the alpha-sweep figure")
     v = _sub(sub, "validate", "validate a config fully without running it",
              "Checks every section of a config (with its overrides) before anything runs: keys, types, sampling backends,\n"
-             "reward, trainer settings of every variant, launcher; prints the resolved plan as JSON. Exit 2 on an error.",
+             "reward, trainer settings of every variant, launcher; prints the resolved plan as JSON (--resolved: the whole\n"
+             "config as YAML, with its base: merged and the overrides applied). Exit 2 on an error.",
              "  wrpo validate paper\n"
-             "  wrpo validate ci -o train.variants.wrpo.alpha=0.3")
+             "  wrpo validate ci -o train.variants.wrpo.alpha=0.3\n"
+             "  wrpo validate ci_seeds --resolved")
     v.add_argument("config", help="a YAML config path or a shipped name")
     v.add_argument("-o", "--override", action="append", default=[], help="dotted config override, e.g. build.n=3")
+    v.add_argument("--resolved", action="store_true", help="print the merged config (base: and overrides applied) as YAML")
     add_build_args(_sub(sub, "build", "the data builder alone: sharded, resumable",
              "The data-building stages alone (sources -> sft -> targets, or all), sharded across jobs with --shard i/n and\n"
              "merged with --stage merge; a killed job resumes from its finished shards.",
@@ -341,7 +348,7 @@ def main(argv=None)->int:
     "Entry point of the `wrpo` command; errors are one line on stderr (exit 2: bad config or arguments, 1: a failed stage)."
     a = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     from wrpo.config import ConfigError
-    from wrpo.pipeline import RunLocked
+    from wrpo.rundir import RunLocked
     from wrpo.seeds import SeedRunFailed, SeedsIncomplete, seed_list
     try:
         if a.cmd == "demo":
@@ -358,13 +365,16 @@ def main(argv=None)->int:
             for f_ in make_figures(a.run_dir, a.out, a.sweep): print(f_)
         elif a.cmd == "validate":
             import json
-            from wrpo.pipeline import validate_run, config_path
-            print(json.dumps(validate_run(str(config_path(a.config)), a.override), indent=1))
+            from wrpo.config import config_yaml, load_config
+            from wrpo.pipeline import validate_run
+            if a.resolved: print(config_yaml(load_config(a.config, a.override)), end="")   # the merged config (base:, overrides), every key
+            else: print(json.dumps(validate_run(a.config, a.override), indent=1))
         elif a.cmd == "build":
             from wrpo.build import build_cli
             return build_cli(a)
         elif a.cmd in ("train-variant", "train-sft"):
-            from wrpo.pipeline import Run, train_variant, sft_stage
+            from wrpo.pipeline import Run
+            from wrpo.training import train_variant, sft_stage
             watch_parent()   # launched by a `wrpo run` that may be killed: do not outlive it
             run = Run(str(Path(a.run_dir) / "config.yaml"), Path(a.run_dir))
             train_variant(run, a.name) if a.cmd == "train-variant" else sft_stage(run)

@@ -6,7 +6,7 @@ Docs: https://wrpo-dev.github.io/wrpo/config.html.md"""
 
 # %% ../nbs/00_config.ipynb #42d33af1
 from __future__ import annotations
-import copy, dataclasses, difflib, math, re
+import copy, dataclasses, difflib, importlib, math, re
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import yaml
@@ -15,10 +15,10 @@ from .judge_models import judge_problem, judge_key
 # %% auto #0
 __all__ = ['BACKENDS', 'REWARD_KINDS', 'TIE_POLICIES', 'SFT_DEFAULTS', 'COMMON_DEFAULTS', 'BENCHMARK_NAMES', 'DTYPES', 'PROVIDED',
            'NAMED_COLLECTIONS', 'ConfigError', 'ModelSpec', 'RewardSpec', 'BuildSpec', 'RowsSpec', 'ProviderSpec',
-           'PipelineSpec', 'LauncherSpec', 'TrainSpec', 'EvalSpec', 'BenchmarksSpec', 'Config', 'difference_pair',
-           'check_callables', 'validate_config', 'device_defaults', 'checkpointing_field', 'sft_kwargs',
-           'variant_kwargs', 'check_train', 'apply_overrides', 'config_from_dict', 'load_config', 'config_to_dict',
-           'save_config', 'config_changes']
+           'PipelineSpec', 'LauncherSpec', 'TrainSpec', 'EvalSpec', 'BenchmarksSpec', 'Config', 'spec_from_dict',
+           'difference_pair', 'import_object', 'check_callables', 'validate_config', 'sft_kwargs', 'variant_kwargs',
+           'check_train', 'apply_overrides', 'config_from_dict', 'config_path', 'merge_configs', 'read_config',
+           'load_config', 'config_to_dict', 'config_yaml', 'save_config', 'resolve_models', 'config_changes']
 
 # %% ../nbs/00_config.ipynb #d766cc81
 BACKENDS = ("transformers", "vllm", "openai")
@@ -208,7 +208,7 @@ def _allowed(tp):
     out = tuple(x for o in opts for x in hints.get(o, ()))
     return out, next((_NESTED[o] for o in opts if o in _NESTED), None), "None" in opts
 
-def _from_dict(cls, d, where):
+def spec_from_dict(cls, d, where):
     "Build dataclass `cls` from dict `d` (nested sections too); errors name `where` and the key"
     if isinstance(d, cls): return d
     if not isinstance(d, dict): raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
@@ -222,7 +222,7 @@ def _from_dict(cls, d, where):
     for k, v in d.items():
         types_, sub, opt = _allowed(names[k].type)
         if v is None and opt: kw[k] = v; continue
-        if sub is not None: kw[k] = _from_dict(sub, v, f"{where}.{k}"); continue
+        if sub is not None: kw[k] = spec_from_dict(sub, v, f"{where}.{k}"); continue
         if types_ and (not isinstance(v, types_) or (isinstance(v, bool) and bool not in types_)):
             raise ConfigError(f"{where}.{k}: expected {names[k].type}, got {v!r}")
         kw[k] = float(v) if float in types_ and int in types_ and not isinstance(v, bool) else v
@@ -277,22 +277,30 @@ def _check_rows(r: RowsSpec | None, where):
     if r.call is not None and ":" not in r.call: raise ConfigError(f"{where}.call: expected 'module:attr', got {r.call!r}")
     if r.n is not None and r.n < 1: raise ConfigError(f"{where}.n: must be >= 1 (or null for every row), got {r.n}")
 
+def import_object(path:str, # 'module:attr', e.g. 'mypkg.rewards:score' (attr may be dotted, 'module:Class.method')
+                  where:str|None=None, # the config key that names it, for error messages
+                 ):
+    "The object at 'module:attr' (attr may be dotted); errors (`ConfigError`) name the key, the module and the attribute"
+    w = f"{where}: " if where else ""
+    if not isinstance(path, str) or ":" not in path: raise ConfigError(f"{w}expected 'module:attr', got {path!r}")
+    mod, attr = path.split(":", 1)
+    try: obj = importlib.import_module(mod)
+    except Exception as e: raise ConfigError(f"{w}cannot import module {mod!r} of {path!r} ({type(e).__name__}: {e})") from None
+    for a in attr.split("."):
+        if not hasattr(obj, a): raise ConfigError(f"{w}module {mod!r} has no {attr!r} (from {path!r})")
+        obj = getattr(obj, a)
+    return obj
+
 def check_callables(cfg:Config, # the run's configuration (returned unchanged when every 'module:attr' it names imports)
                    )->Config:
     "Import every 'module:attr' the config names (reward.path of a callable, pipeline/eval prompts and models calls), naming the key that fails"
-    import importlib
     calls = [("reward.path", cfg.reward.path if cfg.reward.kind == "callable" else None),
              ("pipeline.prompts.call", cfg.pipeline.prompts.call if cfg.pipeline.prompts else None),
              ("eval.prompts.call", cfg.eval.prompts.call if cfg.eval.prompts else None),
              ("pipeline.models.call", cfg.pipeline.models.call if cfg.pipeline.models else None)]
     for where, path in calls:
         if not path: continue
-        mod, _, attr = path.partition(":")
-        try: obj = importlib.import_module(mod)
-        except Exception as e: raise ConfigError(f"{where}: cannot import module {mod!r} of {path!r} ({type(e).__name__}: {e})") from None
-        for a in attr.split("."):
-            if not hasattr(obj, a): raise ConfigError(f"{where}: module {mod!r} has no {attr!r} (from {path!r})")
-            obj = getattr(obj, a)
+        obj = import_object(path, where)
         if not callable(obj): raise ConfigError(f"{where}: {path!r} is not callable")
         rng = getattr(obj, "reward_range", None) if where == "reward.path" else None
         if rng is not None and cfg.eval.exact is not None and not rng[0] <= cfg.eval.exact <= rng[1]:
@@ -370,7 +378,7 @@ def validate_config(cfg:Config, # the configuration to check (returned unchanged
     bad = [m for m in bs.models if m not in ("sources", "target", "target_sft", "variants")]
     if bad: raise ConfigError(f"benchmarks.models: unknown entries {bad}; allowed: sources, target, target_sft, variants")
     if not isinstance(bs.compare_judges, list): raise ConfigError("benchmarks.compare_judges: expected a list of judge entries")
-    bs.compare_judges = [_from_dict(ModelSpec, j, f"benchmarks.compare_judges[{i}]") for i, j in enumerate(bs.compare_judges)]
+    bs.compare_judges = [spec_from_dict(ModelSpec, j, f"benchmarks.compare_judges[{i}]") for i, j in enumerate(bs.compare_judges)]
     if bs.compare_judges and bs.judge is None: raise ConfigError("benchmarks.compare_judges: needs benchmarks.judge (the judge they are compared with)")
     seen = {}
     for where, j in ([("benchmarks.judge", bs.judge)] if bs.judge is not None else []) + [(f"benchmarks.compare_judges[{i}]", j) for i, j in enumerate(bs.compare_judges)]:
@@ -387,51 +395,6 @@ def validate_config(cfg:Config, # the configuration to check (returned unchanged
     return cfg
 
 # %% ../nbs/00_config.ipynb #8ce95363
-def _field_kinds(tp) -> set:
-    "Scalar kinds named by a dataclass field annotation: {'float', 'int', 'bool', 'str', 'None', other names}"
-    return {re.sub(r"<class '([\w.]+)'>", r"\1", x).strip() for x in str(tp).split("|")}
-
-def _check_args(cls, kw: dict, where: str):
-    "Unknown keys and wrongly typed scalars in keyword arguments `kw` of HF/trl config dataclass `cls`"
-    flds = {f.name: f for f in fields(cls)}
-    for k, v in kw.items():
-        if k not in flds:
-            m = difflib.get_close_matches(k, flds, 1)
-            raise ConfigError(f"{where}.{k}: not a {cls.__name__} argument{f' (did you mean {m[0]!r}?)' if m else ''}")
-        kinds = _field_kinds(flds[k].type)
-        if v is None:
-            if "None" not in kinds and "Optional" not in str(flds[k].type): raise ConfigError(f"{where}.{k}: must not be null")
-            continue
-        scalar = kinds - {"None"}
-        if not scalar or not scalar <= {"float", "int", "bool", "str"}: continue   # enums, unions with objects: the class checks
-        ok = (("float" in scalar and isinstance(v, (int, float)) and not isinstance(v, bool)) or
-              ("int" in scalar and isinstance(v, int) and not isinstance(v, bool)) or
-              ("bool" in scalar and isinstance(v, bool)) or ("str" in scalar and isinstance(v, str)))
-        if not ok: raise ConfigError(f"{where}.{k}: expected {' or '.join(sorted(scalar))}, got {v!r}")
-
-def _check_ranges(kw: dict, where: str, preference: bool):
-    "The ranges a run needs: positive learning rate, steps or epochs, batch sizes; positive beta/tau for preference variants"
-    pos = ["learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps"] + (["beta"] if preference else [])
-    if preference and kw.get("loss_type") == "ipo": pos.append("tau")
-    for k in pos:
-        if k in kw and not kw[k] > 0: raise ConfigError(f"{where}.{k}: must be > 0, got {kw[k]}")
-    if kw.get("max_steps", -1) in (None, -1) and not kw.get("num_train_epochs", 1) > 0:
-        raise ConfigError(f"{where}.num_train_epochs: must be > 0 (or set max_steps > 0), got {kw.get('num_train_epochs')}")
-    if kw.get("max_steps", -1) not in (None, -1) and not kw["max_steps"] > 0:
-        raise ConfigError(f"{where}.max_steps: must be > 0 (or -1 to train num_train_epochs), got {kw['max_steps']}")
-    if preference and not 0 <= kw.get("alpha", 0.1) <= 1: raise ConfigError(f"{where}.alpha: must lie in [0, 1], got {kw['alpha']}")
-
-def device_defaults() -> dict:
-    "Trainer settings that follow the hardware: bf16 and gradient checkpointing where CUDA is, plain fp32 on a CPU"
-    import torch
-    cuda = torch.cuda.is_available()
-    return {"bf16": cuda and torch.cuda.is_bf16_supported(), checkpointing_field(): cuda, "use_cpu": not cuda}
-
-def checkpointing_field()->str:
-    "The trainer argument that switches activation (gradient) checkpointing on: transformers renamed it in 5.23"
-    from transformers import TrainingArguments
-    return "activation_checkpointing" if any(f.name == "activation_checkpointing" for f in fields(TrainingArguments)) else "gradient_checkpointing"
-
 def sft_kwargs(cfg:Config, # the run's configuration (its `train.sft` section is read)
               )->dict:
     "The SFT stage's `SFTConfig` arguments: the paper's defaults updated by `train.sft`"
@@ -446,22 +409,12 @@ def variant_kwargs(cfg:Config, # the run's configuration (`train.common` and `tr
 
 def check_train(cfg:Config, # the run's configuration (returned unchanged when every trainer config builds)
                )->Config:
-    "Build trl's `SFTConfig` and every variant's `WRPOConfig` once, so a bad value fails now, naming its key, not after hours of work"
-    import tempfile, warnings
-    from trl import SFTConfig
-    from wrpo.trainer import WRPOConfig
-    out = tempfile.gettempdir()
-    checks = [("train.sft", SFTConfig, {**device_defaults(), **sft_kwargs(cfg)}, False)] + [
-        (f"train.variants.{v}", WRPOConfig, variant_kwargs(cfg, v), True) for v in cfg.train.variants]
-    for where, cls, kw, pref in checks:
-        where_c = where if not pref else f"{where} (with train.common)"
-        _check_args(cls, kw, where_c); _check_ranges(kw, where_c, pref)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                cls(**{**kw, "output_dir": out, "report_to": "none"})
-        except (ValueError, TypeError) as err: raise ConfigError(f"{where_c}: {err}") from None
+    "Build trl's `SFTConfig` and every variant's `WRPOConfig` once (`wrpo.trainer.check_trainer_args`), so a bad value fails now, naming its key"
+    from wrpo.trainer import check_trainer_args   # the trainer's own argument checks (the trainer imports nothing from here)
+    try: check_trainer_args([("train.sft", "sft", sft_kwargs(cfg))] + [(f"train.variants.{v}", "wrpo", variant_kwargs(cfg, v)) for v in cfg.train.variants])
+    except ValueError as e: raise ConfigError(str(e)) from None
     return cfg
+
 
 # %% ../nbs/00_config.ipynb #d293706a
 class _Loader(yaml.SafeLoader): "SafeLoader that also reads 1e-6 (no dot) as a float, and refuses a key given twice in one mapping"
@@ -568,10 +521,10 @@ def config_from_dict(d:dict, # the config as a plain dict (top-level keys: the f
     if unknown: raise ConfigError(f"config: unknown top-level key(s) {unknown}; allowed: {sorted(_SECTIONS)}")
     srcs = d.get("sources") or []
     if not isinstance(srcs, list): raise ConfigError("sources: expected a list of model entries")
-    sec = lambda cls, k: _from_dict(cls, d.get(k) or {}, k)
+    sec = lambda cls, k: spec_from_dict(cls, d.get(k) or {}, k)
     cfg = Config(
-        sources=[_from_dict(ModelSpec, s, f"sources[{i}]") for i, s in enumerate(srcs)],
-        target=None if d.get("target") is None else _from_dict(ModelSpec, d["target"], "target"),
+        sources=[spec_from_dict(ModelSpec, s, f"sources[{i}]") for i, s in enumerate(srcs)],
+        target=None if d.get("target") is None else spec_from_dict(ModelSpec, d["target"], "target"),
         reward=sec(RewardSpec, "reward"), build=sec(BuildSpec, "build"), pipeline=sec(PipelineSpec, "pipeline"),
         train=sec(TrainSpec, "train"), eval=sec(EvalSpec, "eval"), benchmarks=sec(BenchmarksSpec, "benchmarks"))
     if "name" in d:
@@ -581,20 +534,66 @@ def config_from_dict(d:dict, # the config as a plain dict (top-level keys: the f
     if d.get("run_dir") is not None: cfg.run_dir = str(d["run_dir"])
     return validate_config(cfg, deep)
 
-def load_config(path_or_dict, # a YAML file path, a plain dict or a `Config`
-                overrides=None, # dotted overrides applied first: 'a.b=v' strings or a dict (see `apply_overrides`)
-                deep:bool=True, # also build every trainer config once (`check_train`)
+def config_path(name_or_path, # an existing YAML file, or a shipped config's name with or without .yaml
+               )->Path:
+    "A config file: a path as given, or the name of a config shipped with wrpo ('demo', 'ci', 'sweep', 'beyond', 'paper', ...)."
+    p = Path(name_or_path)
+    if p.is_file(): return p   # a directory of that name (e.g. a run called `demo` in the working directory) is not a config
+    from importlib.resources import files
+    for cand in (f"{name_or_path}", f"{name_or_path}.yaml"):
+        f = files("wrpo.configs") / cand
+        if f.is_file(): return Path(str(f))
+    raise FileNotFoundError(f"no config {str(name_or_path)!r}: not a file, nor one of the shipped configs "
+                            f"{sorted(x.name for x in files('wrpo.configs').iterdir() if x.name.endswith('.yaml'))}")
+
+def merge_configs(base:dict, # the base config (plain dict; not modified)
+                  delta:dict, # what the deriving config says: mappings merge key by key, any other value replaces; `~KEY: null` removes KEY
+                  where:str="config", # the deriving file, for error messages
+                  _prefix:str="",
+                 )->dict:
+    "`delta` over `base`: nested mappings merged key by key (a variant, a section), lists and values replaced, `~KEY` keys remove KEY"
+    out = copy.deepcopy(base)
+    for k, v in delta.items():
+        if isinstance(k, str) and k.startswith("~"):
+            name = k[1:]
+            if v is not None: raise ConfigError(f"{where}: {_prefix}{k}: a removal takes no value (write '{k}: null' or '{k}:')")
+            if name not in out: raise ConfigError(f"{where}: {_prefix}{k}: the base has no {_prefix}{name} to remove (it has {sorted(map(str, out))})")
+            del out[name]
+    for k, v in delta.items():
+        if isinstance(k, str) and k.startswith("~"): continue
+        if isinstance(v, dict) and isinstance(out.get(k), dict): out[k] = merge_configs(out[k], v, where, f"{_prefix}{k}.")
+        else: out[k] = copy.deepcopy(v)
+    return out
+
+def read_config(name_or_path, # a YAML file, or a shipped config's name
+                _chain:tuple=(),
+               )->dict:
+    "The config file as a plain dict, its `base:` (a shipped name, or a path relative to the file) merged under it, recursively"
+    src = config_path(name_or_path)
+    try: d = yaml.load(src.read_text(), Loader=_Loader) or {}
+    except yaml.YAMLError as e: raise ConfigError(f"{src}: not valid YAML: {e}") from None
+    except ConfigError as e: raise ConfigError(f"{src}: {e}") from None
+    if not isinstance(d, dict): raise ConfigError(f"{src}: the top level must be a mapping")
+    if "base" not in d: return d
+    base = d.pop("base")
+    if not isinstance(base, str) or not base: raise ConfigError(f"{src}: base: expected a shipped config's name or a YAML path, got {base!r}")
+    rel = src.parent / base
+    bp = rel if rel.is_file() else src.parent / f"{base}.yaml" if (src.parent / f"{base}.yaml").is_file() else base
+    try: bp = config_path(bp).resolve()
+    except FileNotFoundError as e: raise ConfigError(f"{src}: base: {e}") from None
+    chain = (*_chain, src.resolve())
+    if bp in chain: raise ConfigError(f"{src}: base: {base!r} leads back to {bp.name} ({' -> '.join(p.name for p in (*chain, bp))})")
+    return merge_configs(read_config(bp, chain), d, str(src))
+
+def load_config(name_or_path, # a YAML file, a shipped config's name ('ci', 'demo', ...), a plain dict or a `Config` (returned as it is without overrides)
+                overrides=None, # dotted overrides applied after `base:` is merged: 'a.b=v' strings or a dict (see `apply_overrides`)
+                deep:bool=True, # also import every callable and build every trainer config once (`check_callables`, `check_train`)
                )->Config:
-    "Load a validated `Config` from a YAML path, a dict or a `Config`, applying dotted `overrides`; errors name the file and the key"
-    if isinstance(path_or_dict, Config): d, src = config_to_dict(path_or_dict), None
-    elif isinstance(path_or_dict, dict): d, src = path_or_dict, None
-    else:
-        src = Path(path_or_dict)
-        if not src.exists(): raise FileNotFoundError(f"config file not found: {src}")
-        try: d = yaml.load(src.read_text(), Loader=_Loader) or {}
-        except yaml.YAMLError as e: raise ConfigError(f"{src}: not valid YAML: {e}") from None
-        except ConfigError as e: raise ConfigError(f"{src}: {e}") from None
-        if not isinstance(d, dict): raise ConfigError(f"{src}: the top level must be a mapping")
+    "The validated `Config`: read (a shipped name or a path), `base:` merged, `overrides` applied, then checked; errors name the file and the key"
+    if isinstance(name_or_path, Config) and not overrides: return name_or_path   # validated when it was made: not checked twice
+    if isinstance(name_or_path, Config): d, src = config_to_dict(name_or_path), None
+    elif isinstance(name_or_path, dict): d, src = name_or_path, None
+    else: src = config_path(name_or_path); d = read_config(src)
     try: return config_from_dict(apply_overrides(d, overrides), deep)
     except (ConfigError, KeyError, TypeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
@@ -605,14 +604,32 @@ def config_to_dict(cfg:Config, # the configuration to convert
     "Plain-dict form of `cfg` (round-trips through `load_config`)"
     return asdict(cfg)
 
+def config_yaml(cfg:Config, # the configuration
+               )->str:
+    "`cfg` as YAML, every key spelled out (what a run directory's config.yaml holds, what `wrpo validate --resolved` prints)"
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
 def save_config(cfg:Config, # the configuration to write
                 path, # destination YAML file (left untouched when its text would not change)
                )->Path:
     "Write `cfg` as YAML to `path` atomically (a temporary file renamed), unchanged files untouched"
     from wrpo.files import atomic_write_text
-    p, text = Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    p, text = Path(path), config_yaml(cfg)
     if p.exists() and p.read_text() == text: return p
     return atomic_write_text(p, text)
+
+# %% ../nbs/00_config.ipynb #c249a75d
+def resolve_models(cfg:Config, # the run's configuration (not modified)
+                   provided:dict, # name -> local path, as the `pipeline.models` provider returned them
+                  )->Config:
+    "A copy of `cfg` whose `provided:NAME` model fields are replaced by the provider's paths."
+    cfg = copy.deepcopy(cfg)
+    for spec in list(cfg.sources) + ([cfg.target] if cfg.target else []):
+        if spec.model.startswith(PROVIDED):
+            name = spec.model[len(PROVIDED):]
+            if name not in provided: raise ConfigError(f"model {spec.model!r} of {spec.name!r}: pipeline.models provides {sorted(provided)}")
+            spec.model = str(provided[name])
+    return cfg
 
 # %% ../nbs/00_config.ipynb #65847eb6
 def config_changes(old, # a nested dict / list / value (e.g. `config_to_dict` output or a part of it)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast, concurrent.futures as cf, difflib, urllib.request, hashlib, json, logging, math, os, random, re, threading, time
 from dataclasses import replace
 from pathlib import Path
-from .config import ModelSpec, _from_dict
+from .config import ModelSpec, spec_from_dict
 from .sampling import OpenAISampler
 from .judge_models import judge_problem
 from .files import atomic_write_json, write_jsonl, read_jsonl
@@ -73,7 +73,7 @@ class JudgeClient:
                  progress:bool=True, # show a tqdm.auto progress bar in `map`
                  allow_retired:bool=False, # accept a model its provider has shut down (see wrpo.judge_models)
                 ):
-        spec = _from_dict(ModelSpec, spec, "judge") if isinstance(spec, dict) else spec
+        spec = spec_from_dict(ModelSpec, spec, "judge") if isinstance(spec, dict) else spec
         if spec.backend != "openai" or not spec.endpoint:
             raise ValueError(f"judge {spec.name!r}: needs backend 'openai' and an endpoint (an OpenAI-compatible base URL)")
         problem = judge_problem(spec.model, f"judge {spec.name!r}: model", allow_retired)

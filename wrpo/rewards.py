@@ -8,12 +8,12 @@ Docs: https://wrpo-dev.github.io/wrpo/rewards.html.md"""
 from __future__ import annotations
 import gc, importlib, math, time
 import torch
-from .config import RewardSpec, _from_dict
+from .config import RewardSpec, import_object, spec_from_dict
 from .data import to_messages, prompt_text
-from .sampling import release
+from .models import release
 
 # %% auto #0
-__all__ = ['check_scores', 'Scorer', 'import_string', 'CallableScorer', 'HFScorer', 'load_scorer']
+__all__ = ['check_scores', 'Scorer', 'CallableScorer', 'HFScorer', 'load_scorer']
 
 # %% ../nbs/04_rewards.ipynb #9c67f882
 def check_scores(scores, # what a reward returned for the pairs (anything `float` takes)
@@ -68,18 +68,6 @@ class Scorer:
     def __exit__(self, *exc): self.close()
 
 # %% ../nbs/04_rewards.ipynb #d2812105
-def import_string(path:str, # 'module:attr', e.g. 'mypkg.rewards:score' (attr may be dotted, 'module:Class.method')
-                 ):
-    "The object at 'module:attr' (attr may be dotted)"
-    if ":" not in path: raise ValueError(f"expected 'module:attr', got {path!r}")
-    mod, attr = path.split(":", 1)
-    try: obj = importlib.import_module(mod)
-    except ImportError as e: raise ImportError(f"cannot import module {mod!r} of {path!r}: {e}") from e
-    for a in attr.split("."):
-        if not hasattr(obj, a): raise AttributeError(f"{path!r}: module {mod!r} has no attribute {attr!r}")
-        obj = getattr(obj, a)
-    return obj
-
 class CallableScorer(Scorer):
     "A Python callable (object or 'module:attr') as a scorer"
     def __init__(self,
@@ -90,7 +78,7 @@ class CallableScorer(Scorer):
                 ):
         super().__init__()
         self.name = name or (fn if isinstance(fn, str) else getattr(fn, "__name__", type(fn).__name__))
-        fn = import_string(fn) if isinstance(fn, str) else fn
+        fn = import_object(fn, f"reward {self.name!r}") if isinstance(fn, str) else fn
         if isinstance(fn, type): fn = fn(**(kwargs or {}))
         if not callable(fn): raise TypeError(f"reward {self.name!r} is not callable")
         self.fn, self.batched = fn, batched
@@ -179,7 +167,7 @@ def load_scorer(spec, # a `RewardSpec`, its dict form, or a Python callable fn(p
                )->Scorer:
     "The scorer for a `reward` config entry (`RewardSpec` or dict), or a Python callable used as is"
     if callable(spec) and not isinstance(spec, (RewardSpec, dict)): return CallableScorer(spec)
-    spec = _from_dict(RewardSpec, spec, "reward") if isinstance(spec, dict) else spec
+    spec = spec_from_dict(RewardSpec, spec, "reward") if isinstance(spec, dict) else spec
     if spec.kind == "callable":
         if not spec.path: raise ValueError("reward.path: a callable reward needs 'module:attr'")
         return CallableScorer(spec.path, batched=spec.batched, kwargs=spec.kwargs)

@@ -11,23 +11,16 @@ import urllib.error, urllib.request
 from dataclasses import replace
 from pathlib import Path
 import torch
-from .config import ModelSpec, _from_dict
+from .config import ModelSpec, spec_from_dict
 from .data import to_messages, prompt_text
+from .models import release
 
 logger = logging.getLogger("wrpo.sampling")
 
 # %% auto #0
-__all__ = ['logger', 'release', 'derive_seed', 'Sampler', 'TransformersSampler', 'VLLMSampler', 'OpenAISampler', 'load_sampler']
+__all__ = ['logger', 'derive_seed', 'Sampler', 'TransformersSampler', 'VLLMSampler', 'OpenAISampler', 'load_sampler']
 
 # %% ../nbs/03_sampling.ipynb #fe056106
-def release(obj, # the sampler/scorer holding the model
-            *attrs, # names of its attributes to set to None (e.g. "model", "tok")
-           ):
-    "Drop `obj`'s references to a model/engine (`attrs`), collect garbage and free cached GPU memory."
-    for a in attrs: setattr(obj, a, None)
-    gc.collect()
-    if torch.cuda.is_available(): torch.cuda.empty_cache()
-
 def derive_seed(*parts, # anything JSON-serialisable (non-JSON values by `str`), e.g. a base seed and a prompt index
                )->int:
     "A stable 31-bit seed from `parts` (same parts, same seed, in every process)"
@@ -282,7 +275,7 @@ def load_sampler(spec, # a `ModelSpec` or its dict form; `backend` picks the sam
                  max_prompt_tokens:int|None=None, # a further prompt-length limit in tokens (transformers, vllm)
                 )->Sampler:
     "The sampler for a config model entry (`ModelSpec` or dict); `model`/`tokenizer` pass in-memory transformers objects"
-    spec = _from_dict(ModelSpec, spec, "model") if isinstance(spec, dict) else spec
+    spec = spec_from_dict(ModelSpec, spec, "model") if isinstance(spec, dict) else spec
     if spec.backend == "transformers": return TransformersSampler(spec, model=model, tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens)
     if spec.backend == "vllm": return VLLMSampler(spec, max_prompt_tokens=max_prompt_tokens)
     if spec.backend == "openai": return OpenAISampler(spec, max_prompt_tokens=max_prompt_tokens)

@@ -294,7 +294,8 @@ def run_seeds(config, # a YAML path or a shipped config's name (or a dict / `Con
              )->dict:
     "Run `config` once per seed into <out>/seed-<s> (resumable, each a normal run), then `aggregate_seeds`: seeds.json, seeds.md, seeds.png.\n"
     "The paired differences are `pipeline.seeds_compare` (None: `default_pairs`)."
-    from wrpo.pipeline import config_path, run_lock
+    from wrpo.config import config_path
+    from wrpo.rundir import run_lock
     if not 0 < level < 1: raise ConfigError(f"level: the intervals' confidence level must lie in (0, 1), got {level}")   # before hours of runs
     src = str(config_path(config).resolve()) if isinstance(config, (str, Path)) else config
     base = list(overrides or [])

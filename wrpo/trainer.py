@@ -27,7 +27,6 @@ from trl.models import prepare_deepspeed
 from trl.models.utils import disable_gradient_checkpointing as _trl_disable_checkpointing
 from trl.trainer.utils import global_then_local_main_first, pad, use_adapter
 
-from .config import checkpointing_field, device_defaults
 from .data import EXTRA_FIELDS, RESPONSE_FIELDS, same_source_pairs, validate_quadruples
 from .losses import (ALPHA_CONVENTIONS, LOSS_TYPES, OBJECTIVES, SCHEDULES, SOURCE_WEIGHTINGS, ResponseTensors, alpha_at,
                          wrpo_loss)
@@ -38,8 +37,9 @@ logger = logging.get_logger(__name__)
 
 # %% auto #0
 __all__ = ['DATA_MODES', 'logger', 'REF_COLUMNS', 'ID_COLUMNS', 'EXTRA_IDS', 'EXTRA_REF', 'SOURCE_SCORES',
-           'disable_gradient_checkpointing', 'WRPOConfig', 'NonFiniteTraining', 'FiniteGuard', 'DataCollatorForWRPO',
-           'pack_responses', 'WRPOTrainer', 'sft_train']
+           'disable_gradient_checkpointing', 'checkpointing_field', 'device_defaults', 'hardware_kwargs', 'WRPOConfig',
+           'check_trainer_args', 'NonFiniteTraining', 'FiniteGuard', 'DataCollatorForWRPO', 'pack_responses',
+           'WRPOTrainer', 'sft_train']
 
 # %% ../nbs/06_trainer.ipynb #8f7d8a8a
 @contextlib.contextmanager
@@ -50,6 +50,25 @@ def disable_gradient_checkpointing(model, # the policy (checkpointing is switche
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         with _trl_disable_checkpointing(model, checkpointing_kwargs): yield
+
+# %% ../nbs/06_trainer.ipynb #74d7f63e
+def checkpointing_field()->str:
+    "The trainer argument that switches activation (gradient) checkpointing on: transformers renamed it in 5.23"
+    from dataclasses import fields
+    from transformers import TrainingArguments
+    return "activation_checkpointing" if any(f.name == "activation_checkpointing" for f in fields(TrainingArguments)) else "gradient_checkpointing"
+
+def device_defaults() -> dict:
+    "Trainer settings that follow the hardware: bf16 and gradient checkpointing where CUDA is, plain fp32 on a CPU"
+    cuda = torch.cuda.is_available()
+    return {"bf16": cuda and torch.cuda.is_bf16_supported(), checkpointing_field(): cuda, "use_cpu": not cuda}
+
+def hardware_kwargs(kw:dict, # trainer config keyword arguments from the config (they win over the device defaults)
+                   )->dict:
+    "Device defaults under the config's own settings; gloo for several CPU processes (DeepSpeed/DDP on a machine without CUDA)."
+    kw = {**device_defaults(), **kw}
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1: kw.setdefault("ddp_backend", "gloo")
+    return kw
 
 # %% ../nbs/06_trainer.ipynb #feca34fe
 @dataclass
@@ -115,6 +134,59 @@ class WRPOConfig(DPOConfig):
         "The (w_ws, w_wt) pair when it is the same for the whole run, else None."
         a = self.alpha if self.alpha_schedule == "static" else (0.0 if self.alpha == 0 else None)
         return None if a is None else (a, 1.0 - a)
+
+# %% ../nbs/06_trainer.ipynb #ec8dd810
+def _field_kinds(tp) -> set:
+    "Scalar kinds named by a dataclass field annotation: {'float', 'int', 'bool', 'str', 'None', other names}"
+    import re
+    return {re.sub(r"<class '([\w.]+)'>", r"\1", x).strip() for x in str(tp).split("|")}
+
+def _check_args(cls, kw: dict, where: str):
+    "Unknown keys and wrongly typed scalars in keyword arguments `kw` of HF/trl config dataclass `cls`"
+    import difflib
+    from dataclasses import fields
+    flds = {f.name: f for f in fields(cls)}
+    for k, v in kw.items():
+        if k not in flds:
+            m = difflib.get_close_matches(k, flds, 1)
+            raise ValueError(f"{where}.{k}: not a {cls.__name__} argument{f' (did you mean {m[0]!r}?)' if m else ''}")
+        kinds = _field_kinds(flds[k].type)
+        if v is None:
+            if "None" not in kinds and "Optional" not in str(flds[k].type): raise ValueError(f"{where}.{k}: must not be null")
+            continue
+        scalar = kinds - {"None"}
+        if not scalar or not scalar <= {"float", "int", "bool", "str"}: continue   # enums, unions with objects: the class checks
+        ok = (("float" in scalar and isinstance(v, (int, float)) and not isinstance(v, bool)) or
+              ("int" in scalar and isinstance(v, int) and not isinstance(v, bool)) or
+              ("bool" in scalar and isinstance(v, bool)) or ("str" in scalar and isinstance(v, str)))
+        if not ok: raise ValueError(f"{where}.{k}: expected {' or '.join(sorted(scalar))}, got {v!r}")
+
+def _check_ranges(kw: dict, where: str, preference: bool):
+    "The ranges a run needs: positive learning rate, steps or epochs, batch sizes; positive beta/tau for preference variants"
+    pos = ["learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps"] + (["beta"] if preference else [])
+    if preference and kw.get("loss_type") == "ipo": pos.append("tau")
+    for k in pos:
+        if k in kw and not kw[k] > 0: raise ValueError(f"{where}.{k}: must be > 0, got {kw[k]}")
+    if kw.get("max_steps", -1) in (None, -1) and not kw.get("num_train_epochs", 1) > 0:
+        raise ValueError(f"{where}.num_train_epochs: must be > 0 (or set max_steps > 0), got {kw.get('num_train_epochs')}")
+    if kw.get("max_steps", -1) not in (None, -1) and not kw["max_steps"] > 0:
+        raise ValueError(f"{where}.max_steps: must be > 0 (or -1 to train num_train_epochs), got {kw['max_steps']}")
+    if preference and not 0 <= kw.get("alpha", 0.1) <= 1: raise ValueError(f"{where}.alpha: must lie in [0, 1], got {kw['alpha']}")
+
+def check_trainer_args(checks:list, # (where, kind, kwargs): kind "sft" (trl's SFTConfig) or "wrpo" (`WRPOConfig`); where names the config key
+                      ):
+    "Build every trainer config once from its keyword arguments (device defaults under them), so a bad value fails now, naming its key; `ValueError` otherwise"
+    import tempfile
+    out = tempfile.gettempdir()
+    for where, kind, kw in checks:
+        cls, pref = {"sft": (SFTConfig, False), "wrpo": (WRPOConfig, True)}[kind]
+        where_c = f"{where} (with train.common)" if pref else where
+        _check_args(cls, kw, where_c); _check_ranges(kw, where_c, pref)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cls(**{**(device_defaults() if not pref else {}), **kw, "output_dir": out, "report_to": "none"})
+        except (ValueError, TypeError) as err: raise ValueError(f"{where_c}: {err}") from None
 
 # %% ../nbs/06_trainer.ipynb #905ba347
 class NonFiniteTraining(RuntimeError): "A gradient or weight became inf/nan: training stopped before saving the broken update"
