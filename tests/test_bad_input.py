@@ -8,8 +8,7 @@ from wrpo.data import load_quadruples, read_rows
 from wrpo.testing import toy_quadruples
 from wrpo.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
-CI = str(ROOT / "configs" / "ci.yaml")
+from conftest import CI, ROOT
 
 CONFIG_CASES = [  # (override, what the message must contain)
     ("build.nn=3", "build: unknown key(s) ['nn']"), ("build.sft_fracton=0.3", "did you mean 'sft_fraction'"),
@@ -137,7 +136,7 @@ def test_build_out_must_be_a_directory_and_one_writer(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     assert main(["build", "ci", "--out", str(tmp_path / "afile")]) == 2 and "is a file, not a directory" in capsys.readouterr().err
     out = tmp_path / "b"
-    code = f"from wrpo.pipeline import run_lock; import time; l = run_lock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(120)"
+    code = f"from wrpo.rundir import run_lock; import time; l = run_lock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(120)"
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "held"

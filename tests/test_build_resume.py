@@ -13,7 +13,7 @@ from wrpo.cli import main as wrpo_main
 def build_main(argv): return wrpo_main(["build", *argv])   # `wrpo build ...` through the one CLI parser
 from wrpo.testing import tiny_lm, tiny_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 VERIFIER = textwrap.dedent('''
     def overlap(prompts, responses):
         "Graded toy verifier: share of the prompt's characters that the response uses"
@@ -22,13 +22,7 @@ VERIFIER = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "Tiny models: one torch thread is as fast, and does not stall when other jobs share the two cores"
-    import torch
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: tiny models, one torch thread
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def test_the_check_finds_a_miniature_name():
 
 def test_the_miniature_plugs_in_through_config():
     from wrpo.config import load_config
-    from wrpo.pipeline import config_path
+    from wrpo.config import config_path
     for name in ("ci", "demo"):
         cfg = load_config(str(config_path(name)))
         assert cfg.pipeline.models.call == "wrpo.toyworld:build_zoo" and cfg.pipeline.prompts.call == "wrpo.toyworld:make_prompts"

@@ -6,8 +6,7 @@ import pytest
 pytestmark = pytest.mark.slow   # the full tier only (scripts/test.sh); --fast deselects it
 
 HERE = Path(__file__).parent
-
-ROOT = HERE.parent
+from conftest import ROOT
 
 def _run(tmp, nproc, per_device, launcher="torchrun"):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}

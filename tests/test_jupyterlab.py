@@ -8,7 +8,7 @@ import pytest
 pytestmark = pytest.mark.slow   # the full tier only (scripts/test.sh); --fast deselects it
 import websocket   # websocket-client, a dependency of jupyter_server
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 NOTEBOOK = ROOT / "nbs" / "pipelines" / "fuse.ipynb"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 # The notebook runs at `ci` size (the smallest shipped config: about 80 s here with the shipped zoo, which

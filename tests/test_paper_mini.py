@@ -12,8 +12,7 @@ pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install
 from wrpo.config import config_changes
 from wrpo.testing import paper_mini, PAPER_MINI_KEYS
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
+from conftest import ENV, ROOT
 N_PROMPTS, N_EVAL = 36, 6
 
 @pytest.fixture(scope="module")

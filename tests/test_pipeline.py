@@ -5,9 +5,7 @@ import pytest
 
 pytestmark = pytest.mark.slow   # the full tier only (scripts/test.sh); --fast deselects it
 
-ROOT = Path(__file__).resolve().parents[1]
-WRPO = [sys.executable, "-m", "wrpo.cli"]
-ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
+from conftest import ENV, ROOT, WRPO
 
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory):
@@ -91,17 +89,16 @@ def test_failing_cell_gives_nonzero_exit_and_points_at_notebook(tmp_path):
     ("train.variants.wrpo.alpha=1.5", "train.variants.wrpo (with train.common).alpha: must lie in [0, 1], got 1.5"),
     ("train.common.beta=-0.1", "beta: must be > 0, got -0.1"), ("train.common.learning_rate=-1", "learning_rate: must be > 0"),
     ("train.common.num_train_epochs=0", "num_train_epochs: must be > 0"), ("train.common.beta=abc", "beta: expected float, got 'abc'")])
-def test_bad_config_fails_before_anything_runs(tmp_path, override, message):
+def test_bad_config_fails_before_anything_runs(tmp_path, override, message, wrpo_main):
     "`wrpo run` validates every section first: a bad value is one line naming the file and key, exit 2, and no run directory."
-    r = subprocess.run(WRPO + ["run", "ci", "--out", str(tmp_path / "run"), "--quiet", "-o", override], env=ENV,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and message in r.stderr and "ci.yaml" in r.stderr, r.stderr[-2000:]
-    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    rc, out, err = wrpo_main("run", "ci", "--out", tmp_path / "run", "--quiet", "-o", override)
+    assert rc == 2 and message in err and "ci.yaml" in err, err[-2000:]
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
-def test_validate_paper_config():
-    r = subprocess.run(WRPO + ["validate", "paper"], env=ENV, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    out = json.loads(r.stdout)
+def test_validate_paper_config(wrpo_main):
+    rc, stdout, err = wrpo_main("validate", "paper")
+    assert rc == 0, err[-2000:]
+    out = json.loads(stdout)
     assert len(out["samplers"]) == 11 and out["reward"] == "armorm" and "deepspeed_zero3" in out["launcher"]["accelerate_config"]
 
 def test_wheel_ships_pipelines_and_configs(tmp_path):
@@ -148,7 +145,7 @@ def test_the_kernel_dies_with_wrpo(tmp_path):
 def test_second_run_into_a_busy_directory_fails_at_once(tmp_path):
     "A run directory is locked for the whole run: a second `wrpo run` into it fails at once, naming the holder's PID."
     import signal
-    code = f"from wrpo.pipeline import run_lock; import time; l = run_lock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(120)"
+    code = f"from wrpo.rundir import run_lock; import time; l = run_lock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(120)"
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=ENV)
     try:
         assert p.stdout.readline().strip() == "held"

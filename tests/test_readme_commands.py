@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from wrpo.cli import parser
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 PLACEHOLDERS = {"CFG": "ci", "P": "prompts.jsonl", "D": "runs/build", "RUN_DIR": "runs/x", "NAME": "wrpo", "COMMAND": "run"}
 
 def readme_commands():

@@ -7,10 +7,7 @@ import pytest
 
 pytestmark = pytest.mark.slow   # the full tier only (scripts/test.sh); --fast deselects it
 
-ROOT = Path(__file__).resolve().parents[1]
-WRPO = [sys.executable, "-m", "wrpo.cli"]
-CI = str(ROOT / "configs" / "ci.yaml")
-ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
+from conftest import CI, ENV, ROOT, WRPO
 TRIM = ["--reuse-sources", "-o", "pipeline.prompts.kwargs.n=360", "-o", "++train.variants={dpo: {alpha: 0.0, alpha_schedule: static}}",
         "-o", "pipeline.logp_shift_models=[dpo]", "-o", "train.sft.num_train_epochs=3", "-o", "train.common.num_train_epochs=2",
         "-o", "eval.prompts.kwargs.n_per_skill=25", "-o", "eval.models=[target, target_sft, variants]"]

@@ -49,7 +49,7 @@ def test_killed_build_leaves_no_half_model(tmp_path):
         assert (Path(path) / "toyworld.json").exists() and model.config.vocab_size == len(tok)
 
 # --- the world at ci size: quality targets and the Figure 1 gap in both worlds --------------------------------------
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 WORLDS = {"styled": "ci_styled", "plain": "ci"}   # world -> shipped config (configs/<name>.yaml of this checkout)
 
 @pytest.mark.parametrize("world", list(WORLDS))
@@ -71,11 +71,12 @@ def test_a_retrained_ci_zoo_meets_the_quality_targets_and_premises(world, tmp_pa
 
 def _figure1(world, tmp):
     "Per-token log-probs of y_ws and y_wt under Target-SFT on every quadruple of the world's ci data."
-    from wrpo.pipeline import Run, load_lm
+    from wrpo.pipeline import Run
+    from wrpo.models import load_lm
     from wrpo.data import load_quadruples
     from wrpo.evaluate import logp_shift_table
     run = Run(str(ROOT / "configs" / f"{WORLDS[world]}.yaml"), tmp / world)
-    run.provide_models(); run.sources(); run.sft(); run.targets()
+    for stage in ("models", "sources", "sft", "targets"): run.stage(stage)
     sft, tok = load_lm(run.path("models", "target_sft"))
     df = logp_shift_table(sft, tok, load_quadruples(str(run.path("build", "quadruples"))).to_list(), batch_size=64)
     del run
