@@ -523,5 +523,6 @@ d = { 'settings': { 'branch': 'main',
                               'wrpo.trainer._n_sources': ('trainer.html#_n_sources', 'wrpo/trainer.py'),
                               'wrpo.trainer.disable_gradient_checkpointing': ( 'trainer.html#disable_gradient_checkpointing',
                                                                                'wrpo/trainer.py'),
+                              'wrpo.trainer.hook_problems': ('trainer.html#hook_problems', 'wrpo/trainer.py'),
                               'wrpo.trainer.pack_responses': ('trainer.html#pack_responses', 'wrpo/trainer.py'),
                               'wrpo.trainer.sft_train': ('trainer.html#sft_train', 'wrpo/trainer.py')}}}
