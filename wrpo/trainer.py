@@ -6,7 +6,7 @@ Docs: https://wrpo-dev.github.io/wrpo/trainer.html.md"""
 
 # %% ../nbs/06_trainer.ipynb #a2f5010a
 from __future__ import annotations
-import contextlib, copy, math, os, warnings
+import contextlib, copy, inspect, math, os, warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,10 +36,10 @@ DATA_MODES = ("quadruple", "same_source")
 logger = logging.get_logger(__name__)
 
 # %% auto #0
-__all__ = ['DATA_MODES', 'logger', 'REF_COLUMNS', 'ID_COLUMNS', 'EXTRA_IDS', 'EXTRA_REF', 'SOURCE_SCORES',
-           'disable_gradient_checkpointing', 'checkpointing_field', 'device_defaults', 'hardware_kwargs', 'WRPOConfig',
-           'check_trainer_args', 'NonFiniteTraining', 'FiniteGuard', 'DataCollatorForWRPO', 'pack_responses',
-           'WRPOTrainer', 'sft_train']
+__all__ = ['DATA_MODES', 'logger', 'REF_COLUMNS', 'ID_COLUMNS', 'EXTRA_IDS', 'EXTRA_REF', 'SOURCE_SCORES', 'TRL_TESTED',
+           'TRL_HOOKS', 'TRL_KEYWORD_ONLY', 'disable_gradient_checkpointing', 'checkpointing_field', 'device_defaults',
+           'hardware_kwargs', 'WRPOConfig', 'check_trainer_args', 'NonFiniteTraining', 'FiniteGuard',
+           'DataCollatorForWRPO', 'pack_responses', 'WRPOTrainer', 'hook_problems', 'sft_train']
 
 # %% ../nbs/06_trainer.ipynb #8f7d8a8a
 @contextlib.contextmanager
@@ -339,7 +339,9 @@ def _n_sources(train_dataset, eval_dataset, args)->int:
     return k if args.source_k is None else (args.source_k if unknown else min(k, args.source_k))
 
 class WRPOTrainer(DPOTrainer):
-    "trl's DPOTrainer extended to WRPO quadruples (prompt, y_ws, y_wt, y_l) and the fusion-coefficient schedule."
+    """trl's DPOTrainer extended to WRPO quadruples (prompt, y_ws, y_wt, y_l) and the fusion-coefficient schedule.
+    Overrides (trl 1.16.0; `TRL_HOOKS`): DPOTrainer's `__init__`, `_prepare_dataset`, `_set_signature_columns_if_needed`,
+    `_precompute_ref_logps`, `compute_ref_log_probs`, `_compute_loss`; Trainer's `get_train_dataloader`."""
     _tag_names = ["trl", "wrpo"]
     _name = "WRPO"
 
@@ -649,6 +651,45 @@ def _log_wrpo_metrics(self:WRPOTrainer, mode, a, out, logps, lens, have, outputs
         tot = self.accelerator.gather_for_metrics((outputs.entropy[:, -mask.size(1):] * mask).sum().detach()).sum()
         n = self.accelerator.gather_for_metrics(mask.sum()).sum()
         m["entropy"].append((tot / n).item() if n > 0 else 0.0)
+
+# %% ../nbs/06_trainer.ipynb #04103af9
+TRL_TESTED = "1.16.0"   # the trl release the overrides were read against (pyproject pins trl>=1.16,<1.17)
+TRL_HOOKS = {   # every trl/transformers method WRPOTrainer overrides -> the class in DPOTrainer's MRO that defines the original
+    "__init__": "DPOTrainer", "_prepare_dataset": "DPOTrainer", "_set_signature_columns_if_needed": "DPOTrainer",
+    "_precompute_ref_logps": "DPOTrainer", "compute_ref_log_probs": "DPOTrainer", "_compute_loss": "DPOTrainer",
+    "get_train_dataloader": "Trainer"}
+TRL_KEYWORD_ONLY = {   # the deliberate signature differences: trl's parameters an override takes only by keyword, through **kwargs
+    "__init__": ("compute_metrics", "callbacks", "optimizers", "quantization_config")}
+
+def hook_problems(trainer_cls=WRPOTrainer, # the subclass to check
+                  hooks:dict=TRL_HOOKS, # method name -> name of the class that defines trl's original
+                  keyword_only:dict=TRL_KEYWORD_ONLY, # method name -> trl parameters the override takes only through **kwargs
+                  base=DPOTrainer, # the trl trainer it extends
+                 )->list[str]:
+    "One line per disagreement between `hooks` and the methods `trainer_cls` overrides on `base` (and their signatures); [] when none."
+    if base not in trainer_cls.__mro__: return [f"{trainer_cls.__name__} does not subclass {base.__name__}"]
+    classes = base.__mro__[:-1]   # `object`'s methods are not trl's
+    origin = lambda n: next((c for c in classes if n in vars(c)), None)
+    mine = {n for c in trainer_cls.__mro__[:trainer_cls.__mro__.index(base)] for n, v in vars(c).items()
+            if (callable(v) or isinstance(v, (classmethod, property))) and origin(n)}
+    out = [f"{n}: {trainer_cls.__name__} overrides {origin(n).__name__}.{n}, which TRL_HOOKS does not list" for n in sorted(mine - set(hooks))]
+    out += [f"{n}: TRL_KEYWORD_ONLY names a method TRL_HOOKS does not list" for n in sorted(set(keyword_only) - set(hooks))]
+    for n, cname in hooks.items():
+        owner = next((c for c in classes if c.__name__ == cname), None)
+        if owner is None: out.append(f"{n}: TRL_HOOKS names class {cname!r}, not {base.__name__} or one of its bases"); continue
+        orig = vars(owner).get(n)
+        if orig is None: out.append(f"{n}: {cname} defines no method {n!r}")
+        elif not callable(orig): out.append(f"{n}: {cname}.{n} is not callable")
+        elif origin(n) is not owner: out.append(f"{n}: {base.__name__} runs {origin(n).__name__}.{n}, not {cname}'s")
+        if n not in mine: out.append(f"{n}: listed in TRL_HOOKS, but {trainer_cls.__name__} does not override it"); continue
+        if orig is None or not callable(orig): continue
+        kw, theirs = tuple(keyword_only.get(n, ())), list(inspect.signature(orig).parameters)
+        ours = list(inspect.signature(getattr(trainer_cls, n)).parameters.values())
+        want, got = [p for p in theirs if p not in kw], [p.name for p in ours if not (kw and p.kind is p.VAR_KEYWORD)]
+        if got != want: out.append(f"{n}: parameters {got} differ from {cname}.{n}'s {want}" + (f" less {list(kw)}" if kw else ""))
+        if kw and not any(p.kind is p.VAR_KEYWORD for p in ours): out.append(f"{n}: takes {list(kw)} through **kwargs, but has no **kwargs")
+        if set(kw) - set(theirs): out.append(f"{n}: {cname}.{n} has no parameter(s) {sorted(set(kw) - set(theirs))}")
+    return out
 
 # %% ../nbs/06_trainer.ipynb #19669d99
 def sft_train(model,                  # the model to fine-tune (in place)
