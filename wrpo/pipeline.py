@@ -525,7 +525,7 @@ def benchmarks(self:Run,
 @patch
 def results(self:Run)->dict:
     "Collect everything into results.json and a Markdown results table."
-    from wrpo.plots import results_table
+    from wrpo.reporting import results_table
     models = {n: _read_json(self.path("eval", f"{n}.json")) for n in self.model_paths() if self.path("eval", f"{n}.json").exists()}
     summ = {n: {k: v for k, v in r.items() if k in ("overall", "groups", "seconds")} for n, r in models.items()}
     internal = _read_json(self.path("eval", "internal.json")).get("internal", {}) if self.path("eval", "internal.json").exists() else {}
