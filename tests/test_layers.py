@@ -1,5 +1,5 @@
 """Import layering of the low modules: `wrpo.stats` is a leaf (the standard library only), `wrpo.reporting` sits on it
-and on `wrpo.files` only, and the modules that used to reach up for them (plots -> seeds) no
+and on `wrpo.files` only, and the modules that used to reach up for them (plots -> seeds, scores -> benchmarks) no
 longer do. Imports anywhere in a module count, also those inside functions."""
 import ast, importlib, inspect, sys
 import pytest
@@ -22,7 +22,7 @@ def test_reporting_imports_only_stats_and_files():
     mods = imported("reporting")
     assert {m for m in mods if not stdlib(m)} <= {"wrpo.stats", "wrpo.files"}, mods
 
-@pytest.mark.parametrize("name, above", [("plots", "wrpo.seeds"), ("plots", "wrpo.pipeline")])
+@pytest.mark.parametrize("name, above", [("plots", "wrpo.seeds"), ("scores", "wrpo.benchmarks"), ("plots", "wrpo.pipeline")])
 def test_no_import_reaches_up(name, above):
     assert above not in imported(name), f"wrpo.{name} imports {above}"
 

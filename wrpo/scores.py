@@ -10,7 +10,7 @@ import logging, math, urllib.request
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .files import atomic_write_text
+from .files import atomic_write_text, default_cache_dir
 from .reporting import format_value, markdown_table
 from .stats import spearman
 
@@ -38,10 +38,9 @@ def alpaca_winrate(annotations:list, # alpaca_eval annotations: dicts with `pref
 # %% ../nbs/13_scores.ipynb #d8b65626
 _AE_HUB = "https://huggingface.co/datasets/tatsu-lab/alpaca_eval/resolve/main"
 
-def fetch_lc_table(cache_dir=None, # None -> wrpo.benchmarks.default_cache_dir()/alpaca_eval
+def fetch_lc_table(cache_dir=None, # None -> wrpo.files.default_cache_dir()/alpaca_eval
                   )->Path:
     "Download (once) alpaca_eval's `df_gamed.csv` (gamed-baseline annotations and instruction difficulties); return its path"
-    from wrpo.benchmarks import default_cache_dir
     dest = Path(cache_dir or default_cache_dir() / "alpaca_eval") / "df_gamed.csv"
     if dest.exists(): return dest
     url = f"{_AE_HUB}/df_gamed.csv"
