@@ -6,17 +6,17 @@ Docs: https://wrpo-dev.github.io/wrpo/benchmarks.html.md"""
 
 # %% ../nbs/12_benchmarks.ipynb #98146ad2
 from __future__ import annotations
-import json, os, time, urllib.error, urllib.request, uuid
+import json, time, urllib.error, urllib.request, uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from .files import atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from .files import atomic_write_json, atomic_write_text, benchmark_cache_dir, read_jsonl, write_jsonl
 from .data import to_messages
 
 
 # %% auto #0
-__all__ = ['MT_BENCH_TEMPERATURE', 'BENCHMARKS', 'Benchmark', 'get_benchmark', 'default_cache_dir', 'fetch_benchmark',
-           'load_questions', 'baseline_files', 'load_baseline', 'question_temperature', 'turn_messages',
-           'generation_plan', 'answer_path', 'write_answers', 'read_answers', 'answer_questions']
+__all__ = ['MT_BENCH_TEMPERATURE', 'BENCHMARKS', 'Benchmark', 'get_benchmark', 'fetch_benchmark', 'load_questions',
+           'baseline_files', 'load_baseline', 'question_temperature', 'turn_messages', 'generation_plan', 'answer_path',
+           'write_answers', 'read_answers', 'answer_questions']
 
 # %% ../nbs/12_benchmarks.ipynb #7714d2bb
 _AE_HUB = "https://huggingface.co/datasets/tatsu-lab/alpaca_eval/resolve/main"
@@ -81,19 +81,14 @@ def get_benchmark(benchmark, # a name in `BENCHMARKS` or a `Benchmark`
     return BENCHMARKS[benchmark]
 
 # %% ../nbs/12_benchmarks.ipynb #3747763f
-def default_cache_dir()->Path:
-    "Where benchmark files are cached: $WRPO_CACHE/benchmarks, else ~/.cache/wrpo/benchmarks"
-    root = os.environ.get("WRPO_CACHE")
-    return Path(root) / "benchmarks" if root else Path.home() / ".cache" / "wrpo" / "benchmarks"
-
 def fetch_benchmark(benchmark, # a name in `BENCHMARKS` or a `Benchmark`
-                    cache_dir=None, # None -> `default_cache_dir()`
+                    cache_dir=None, # None -> `wrpo.files.benchmark_cache_dir()`
                     force:bool=False, # download again even if cached
                     timeout:float=60.0, # seconds per download
                    )->Path:
     "Download the benchmark's files (once) into `cache_dir/<name>` in the official layout; return that directory"
     b = get_benchmark(benchmark)
-    root = Path(cache_dir or default_cache_dir()) / b.name
+    root = Path(cache_dir or benchmark_cache_dir()) / b.name
     for role, (rel, url) in b.files.items():
         dest = root / rel
         if dest.exists() and not force: continue

@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['temp_path', 'clean_temp', 'atomic_write_text', 'atomic_write_json', 'write_jsonl', 'read_jsonl', 'move_into_place',
-           'atomic_dir', 'atomic_save_dataset']
+           'atomic_dir', 'atomic_save_dataset', 'benchmark_cache_dir']
 
 # %% ../nbs/00b_files.ipynb #df426401
 def temp_path(path, # the file or directory that will be written
@@ -107,3 +107,9 @@ def atomic_save_dataset(ds, # a `datasets.Dataset` or `DatasetDict`
     "`ds.save_to_disk` into a temporary directory, then move it into place (an hour-old leftover of a killed writer is removed)."
     clean_temp(path, older_than=3600)
     return atomic_dir(path, lambda tmp: ds.save_to_disk(str(tmp)))
+
+# %% ../nbs/00b_files.ipynb #b9d577c0
+def benchmark_cache_dir()->Path:
+    "Where benchmark files are cached: $WRPO_CACHE/benchmarks, else ~/.cache/wrpo/benchmarks"
+    root = os.environ.get("WRPO_CACHE")
+    return Path(root) / "benchmarks" if root else Path.home() / ".cache" / "wrpo" / "benchmarks"

@@ -1,4 +1,4 @@
-"""Figure functions for the paper's figures (log-prob shift, reward-margin dynamics, fusion-coefficient sweep, source contribution) and the README's results table.
+"""Figure functions for the paper's figures (log-prob shift, reward-margin dynamics, fusion-coefficient sweep, source contribution).
 
 Docs: https://wrpo-dev.github.io/wrpo/plots.html.md"""
 
@@ -15,11 +15,12 @@ if not os.environ.get("MPLBACKEND") and not os.environ.get("DISPLAY") and "ipyke
     matplotlib.use("Agg")  # headless: the non-interactive backend
 from matplotlib.figure import Figure
 from .selection import source_contribution
+from .stats import mean_ci
 
 # %% auto #0
 __all__ = ['STYLE', 'RESPONSE_STYLE', 'MARGIN_TITLES', 'BASELINE_COLORS', 'SCHEDULE_STYLE', 'METRIC_LABELS', 'save_figure',
            'plot_logp_shift', 'load_history', 'margin_curves', 'plot_reward_margins', 'plot_alpha_sweep',
-           'source_contribution_table', 'plot_source_contribution', 'plot_seed_means', 'results_table']
+           'source_contribution_table', 'plot_source_contribution', 'plot_seed_means']
 
 # %% ../nbs/09_plots.ipynb #1a78765a
 STYLE = {"font.size": 11, "axes.titlesize": 11, "axes.labelsize": 11, "legend.fontsize": 10, "xtick.labelsize": 10,
@@ -184,9 +185,7 @@ def plot_alpha_sweep(rows,                           # list of dicts / DataFrame
     need = {"alpha", "schedule", "score", "hybrid_accuracy"}
     if df.empty or not need <= set(df.columns): raise ValueError(f"rows need the keys {sorted(need)}, got {sorted(df.columns)}")
     if level is None: spread = "std"
-    else:
-        from wrpo.seeds import mean_ci
-        spread = ("ci", lambda v: mean_ci(v, level)["half_width"] or 0.0)
+    else: spread = ("ci", lambda v: mean_ci(v, level)["half_width"] or 0.0)
     g = df.groupby(["schedule", "alpha"])[["score", "hybrid_accuracy"]].agg(["mean", spread, "count"]).reset_index()
     fig, axes = _figure(2, width=8.0, height=3.4)
     scheds = sorted(g["schedule"].unique(), key=lambda s: (s not in SCHEDULE_STYLE, list(SCHEDULE_STYLE).index(s) if s in SCHEDULE_STYLE else 0, s))
@@ -310,42 +309,3 @@ def plot_seed_means(summary:dict,        # model -> metric -> {mean, half_width,
     lv = f"{100 * min(levels):g}%" if levels else ""
     fig.suptitle(title or f"mean over seeds ({n_txt}) with {lv} t-interval; gray dots: single seeds", fontsize=11)
     return fig
-
-# %% ../nbs/09_plots.ipynb #1128583c
-def _flat_metrics(m:dict)->dict:
-    "One model's metrics as an ordered flat dict: accuracy, reward, then per-group accuracy, then other scalars."
-    out, groups = {}, {}
-    if "overall" in m or "groups" in m:     # wrpo.evaluate.judge_answers
-        o, groups = m.get("overall", {}), m.get("groups", {})
-        if "accuracy" in o: out["accuracy"] = o["accuracy"]
-        if "reward" in o: out["mean reward"] = o["reward"]
-    for g, v in groups.items():
-        acc = v.get("accuracy") if isinstance(v, dict) else None
-        if acc is not None: out[f"acc. {g}"] = acc
-    for k, v in m.items():
-        if k in ("overall", "groups") or k in groups: continue
-        if isinstance(v, (int, float)) and not isinstance(v, bool): out[{"reward": "mean reward"}.get(k, k)] = v
-    return out
-
-def results_table(results:dict,          # model name -> metrics (`wrpo.evaluate.judge_answers` output, or flat numbers)
-                  columns:list|None=None, # columns to show, in order; None: all found
-                  digits:int=3,          # decimals
-                  bold_best:bool=True,   # bold the highest value of each column
-                 )->str:                 # a Markdown table
-    "Markdown table of models x metrics (overall accuracy, mean reward, per-group accuracy, other scalars)."
-    if not results: raise ValueError("no results to tabulate")
-    flat = {name: _flat_metrics(m) for name, m in results.items()}
-    cols = columns or list(dict.fromkeys(c for f in flat.values() for c in f if c != "n"))
-    best = {}
-    for c in cols:
-        vals = [f[c] for f in flat.values() if c in f and isinstance(f[c], (int, float)) and math.isfinite(f[c])]
-        if bold_best and len(vals) > 1 and len(set(vals)) > 1: best[c] = max(vals)
-    def cell(f, c):
-        if c not in f or f[c] is None: return "–"
-        v = f[c]
-        if not isinstance(v, (int, float)): return str(v)
-        s = f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-        return f"**{s}**" if c in best and v == best[c] else s
-    lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    lines += [f"| {name} | " + " | ".join(cell(f, c) for c in cols) + " |" for name, f in flat.items()]
-    return "\n".join(lines)

@@ -10,13 +10,15 @@ import logging, math, urllib.request
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .files import atomic_write_text
+from .files import atomic_write_text, benchmark_cache_dir
+from .reporting import format_value, markdown_table
+from .stats import spearman
 
 # %% auto #0
 __all__ = ['MAIN_SCORE', 'BENCH_COLUMNS', 'COLUMN_BENCHMARK', 'NOT_COMPARABLE', 'alpaca_winrate', 'fetch_lc_table',
-           'alpaca_lc_winrate', 'arena_hard_battles', 'arena_hard_scores', 'mt_bench_scores', 'spearman',
-           'judge_verdicts', 'judge_agreement', 'results_frame', 'provenance_markdown', 'results_markdown',
-           'agreement_markdown', 'plot_benchmarks']
+           'alpaca_lc_winrate', 'arena_hard_battles', 'arena_hard_scores', 'mt_bench_scores', 'judge_verdicts',
+           'judge_agreement', 'results_frame', 'provenance_markdown', 'results_markdown', 'agreement_markdown',
+           'plot_benchmarks']
 
 # %% ../nbs/13_scores.ipynb #ab402b01
 def _preferences(annotations):
@@ -36,11 +38,10 @@ def alpaca_winrate(annotations:list, # alpaca_eval annotations: dicts with `pref
 # %% ../nbs/13_scores.ipynb #d8b65626
 _AE_HUB = "https://huggingface.co/datasets/tatsu-lab/alpaca_eval/resolve/main"
 
-def fetch_lc_table(cache_dir=None, # None -> wrpo.benchmarks.default_cache_dir()/alpaca_eval
+def fetch_lc_table(cache_dir=None, # None -> wrpo.files.benchmark_cache_dir()/alpaca_eval
                   )->Path:
     "Download (once) alpaca_eval's `df_gamed.csv` (gamed-baseline annotations and instruction difficulties); return its path"
-    from wrpo.benchmarks import default_cache_dir
-    dest = Path(cache_dir or default_cache_dir() / "alpaca_eval") / "df_gamed.csv"
+    dest = Path(cache_dir or benchmark_cache_dir() / "alpaca_eval") / "df_gamed.csv"
     if dest.exists(): return dest
     url = f"{_AE_HUB}/df_gamed.csv"
     try:
@@ -199,14 +200,6 @@ def mt_bench_scores(judgments:list, # FastChat single-answer judgments {question
 # %% ../nbs/13_scores.ipynb #ce729a59
 MAIN_SCORE = {"alpaca_eval": "length_controlled_winrate", "arena_hard": "win_rate", "arena_hard_v2": "win_rate", "mt_bench": "average"}
 
-def spearman(x:list, y:list)->float:
-    "Spearman's rank correlation (average ranks for ties); NaN when either side is constant or fewer than 2 points"
-    x, y = pd.Series(x, dtype=float), pd.Series(y, dtype=float)
-    if len(x) != len(y): raise ValueError(f"spearman: {len(x)} and {len(y)} values")
-    rx, ry = x.rank(method="average").to_numpy(), y.rank(method="average").to_numpy()
-    if len(x) < 2 or rx.std() == 0 or ry.std() == 0: return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
-
 def judge_verdicts(benchmark:str, # "alpaca_eval", "arena_hard", "arena_hard_v2" or "mt_bench"
                    rows:list, # one judge's judgment rows of that benchmark (all models)
                   )->dict:
@@ -270,10 +263,9 @@ NOT_COMPARABLE = "†"
 def provenance_markdown(provenance:dict, # benchmark -> `wrpo.paper_eval.provenance` entry
                        )->str:
     "A Markdown table saying, per benchmark, its version, baseline and judge, and whether its numbers are on the published scale"
-    lines = ["| benchmark | judge | baseline | comparable with the published numbers |", "|---|---|---|---|"]
-    for p in provenance.values():
-        comp = "yes (the published judge)" if p["comparable"] else f"no {NOT_COMPARABLE}: published with {p['published_judge']}"
-        lines.append(f"| {p['label']} | {p['judge']} | {p['baseline']} | {comp} |")
+    rows = [[p["label"], p["judge"], p["baseline"], "yes (the published judge)" if p["comparable"] else
+             f"no {NOT_COMPARABLE}: published with {p['published_judge']}"] for p in provenance.values()]
+    lines = [markdown_table(["benchmark", "judge", "baseline", "comparable with the published numbers"], rows, align="llll")]
     if any(not p["comparable"] for p in provenance.values()):
         lines += ["", f"{NOT_COMPARABLE} judged by another model than the published numbers: these numbers rank the models of this "
                       "table, but they are not on the scale of the paper's or the leaderboard's numbers."]
@@ -283,21 +275,12 @@ def results_markdown(frame:pd.DataFrame, # from `results_frame`
                      digits:int=1, # decimals of the win rates (MT-Bench scores get one more)
                      provenance:dict|None=None, # benchmark -> `wrpo.paper_eval.provenance` entry: marks and a provenance table
                     )->str:
-    "A Markdown table in the style of results.md (`wrpo.plots.results_table`): best of each numeric column in bold"
+    "A Markdown table in the style of a run's results.md (`wrpo.reporting.markdown_table`): best of each numeric column in bold"
     cols = [c for c in BENCH_COLUMNS if c in frame and frame[c].notna().any()]
-    def fmt(c, v, best):
-        if v is None or (isinstance(v, float) and math.isnan(v)): return "–"
-        if isinstance(v, str): return v
-        s = f"{v:.{digits + (1 if c.startswith('MT') else 0)}f}"
-        return f"**{s}**" if best is not None and v == best else s
-    best = {}
-    for c in cols:
-        v = [x for x in frame[c] if isinstance(x, (int, float)) and not math.isnan(x)]
-        best[c] = max(v) if len(set(v)) > 1 else None
     prov = provenance or {}
     head = [c + (f" {NOT_COMPARABLE}" if COLUMN_BENCHMARK[c] in prov and not prov[COLUMN_BENCHMARK[c]]["comparable"] else "") for c in cols]
-    lines = ["| model | " + " | ".join(head) + " |", "|---|" + "---:|" * len(cols)]
-    lines += [f"| {m} | " + " | ".join(fmt(c, r[c], best[c]) for c in cols) + " |" for m, r in frame.iterrows()]
+    fmt = lambda v, j: f"{v:.{digits + (1 if cols[j - 1].startswith('MT') else 0)}f}"   # column j is cols[j - 1]: MT-Bench one more decimal
+    lines = [markdown_table(["model"] + head, [[str(m)] + [r[c] for c in cols] for m, r in frame.iterrows()], fmt=fmt, bold_best=True)]
     if prov: lines += ["", provenance_markdown(prov)]
     return "\n".join(lines)
 
@@ -306,14 +289,11 @@ def agreement_markdown(first_judge:str, # the judge whose numbers the results ta
                       )->str:
     "The judge-agreement report: per other judge and benchmark, identical verdicts and the rank correlation of the models"
     lines = [f"# How far the results depend on the judge", "",
-             f"The same answers judged by {first_judge} (the results table) and by each judge below.", "",
-             "| judge | benchmark | verdicts compared | identical | parsed by one judge only | models | Spearman rho of the models' scores |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    f = lambda v, d=3: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
-    for j, per in agreement.items():
-        for b, a in per.items():
-            lines.append(f"| {j} | {b} | {a['n_compared']} | {f(a['identical'])} | {a['parsed_by_one_only']} | {a['n_models']} | "
-                         f"{f(a['spearman'])} ({a['score']}) |")
+             f"The same answers judged by {first_judge} (the results table) and by each judge below.", ""]
+    rows = [[j, b, a["n_compared"], a["identical"], a["parsed_by_one_only"], a["n_models"], f"{format_value(a['spearman'])} ({a['score']})"]
+            for j, per in agreement.items() for b, a in per.items()]
+    lines.append(markdown_table(["judge", "benchmark", "verdicts compared", "identical", "parsed by one judge only", "models",
+                                 "Spearman rho of the models' scores"], rows, align="llrrrrr"))
     lines += ["", "Identical: the share of judgments (AlpacaEval: the preferred side; Arena-Hard: each game's label; MT-Bench: the "
                   "rating) on which both judges agree. Spearman's rho compares the two judges' orderings of the models; with fewer than "
                   "three models it says little."]

@@ -6,89 +6,16 @@ Docs: https://wrpo-dev.github.io/wrpo/seeds.html.md"""
 
 # %% ../nbs/16_seeds.ipynb #ffd154f0
 from __future__ import annotations
-import json, math, time
+import json, time
 from pathlib import Path
 from .config import ConfigError, config_changes, config_to_dict, load_config, save_config
 from .files import atomic_write_json, atomic_write_text
+from .reporting import result_metrics, seeds_table
+from .stats import mean_ci
 
 # %% auto #0
-__all__ = ['SEED_KEYS', 'betainc', 't_tail', 't_quantile', 'mean_ci', 'format_ci', 'seed_dir', 'seed_overrides', 'seed_list',
-           'default_pairs', 'paired_differences', 'SeedsIncomplete', 'result_metrics', 'seeds_table', 'aggregate_seeds',
-           'SeedRunFailed', 'run_in_process', 'run_seeds']
-
-# %% ../nbs/16_seeds.ipynb #7ea0f59e
-def _betacf(a:float, b:float, x:float, eps:float=1e-15, max_iter:int=500)->float:
-    "Continued fraction of the regularized incomplete beta function (modified Lentz)."
-    tiny = 1e-300
-    fix = lambda v: v if abs(v) > tiny else tiny
-    c, d = 1.0, 1.0 / fix(1.0 - (a + b) * x / (a + 1.0))
-    h = d
-    for m in range(1, max_iter + 1):
-        for aa in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),              # even step
-                   -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):   # odd step
-            d = 1.0 / fix(1.0 + aa * d); c = fix(1.0 + aa / c)
-            h *= d * c
-        if abs(d * c - 1.0) < eps: return h
-    raise ArithmeticError(f"incomplete beta: no convergence for a={a}, b={b}, x={x}")
-
-def betainc(a:float, # first shape parameter (> 0)
-            b:float, # second shape parameter (> 0)
-            x:float, # where to evaluate, in [0, 1]
-           )->float:
-    "The regularized incomplete beta function I_x(a, b)."
-    if not (a > 0 and b > 0): raise ValueError(f"betainc: shape parameters must be > 0, got a={a}, b={b}")
-    if not 0 <= x <= 1: raise ValueError(f"betainc: x must lie in [0, 1], got {x}")
-    if x in (0, 1): return float(x)
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2): return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-def t_tail(t:float, # a value >= 0
-           df:float, # degrees of freedom (> 0)
-          )->float:
-    "Upper tail P(T > t) of the Student-t distribution with `df` degrees of freedom, for t >= 0."
-    if t < 0: raise ValueError(f"t_tail: t must be >= 0, got {t}")
-    return 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
-
-def t_quantile(p:float, # probability, in (0, 1)
-               df:float, # degrees of freedom (> 0; n - 1 for a mean of n values)
-              )->float:
-    "The p-quantile of the Student-t distribution with `df` degrees of freedom (e.g. p=0.975, df=4 -> 2.776445)."
-    if not 0 < p < 1: raise ValueError(f"t_quantile: p must lie in (0, 1), got {p}")
-    if not df > 0: raise ValueError(f"t_quantile: degrees of freedom must be > 0, got {df} (a mean of one value has none)")
-    if p == 0.5: return 0.0
-    if p < 0.5: return -t_quantile(1 - p, df)
-    q, lo, hi = 1 - p, 0.0, 1.0
-    while t_tail(hi, df) > q: lo, hi = hi, 2 * hi
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if t_tail(mid, df) > q: lo = mid
-        else: hi = mid
-        if hi - lo <= 1e-13 * hi: break
-    return (lo + hi) / 2
-
-# %% ../nbs/16_seeds.ipynb #124e695a
-def mean_ci(values, # the per-seed values (numbers; at least one, all finite)
-            level:float=0.95, # the interval's confidence level, in (0, 1)
-           )->dict:
-    "Mean, Student-t confidence half-width (n - 1 degrees of freedom; None for one value), sample sd, n and level of `values`."
-    xs = [float(v) for v in values]
-    if not xs: raise ValueError("mean_ci: no values")
-    if not all(math.isfinite(x) for x in xs): raise ValueError(f"mean_ci: values must be finite, got {xs}")
-    if not 0 < level < 1: raise ValueError(f"mean_ci: level must lie in (0, 1), got {level}")
-    n, mean = len(xs), math.fsum(xs) / len(xs)
-    if n == 1: return dict(mean=mean, half_width=None, sd=None, n=1, level=level, note="one value: no interval")
-    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
-    return dict(mean=mean, half_width=t_quantile(1 - (1 - level) / 2, n - 1) * sd / math.sqrt(n), sd=sd, n=n, level=level)
-
-def format_ci(s:dict, # what `mean_ci` returns
-              digits:int=3, # decimals
-              signed:bool=False, # a difference: '+0.038 ± 0.019', with ' *' where the interval excludes 0
-             )->str:
-    "'0.470 ± 0.012' for a mean with an interval, '0.470 (n=1)' for a single value; signed: '+0.038 ± 0.019 *'."
-    m = f"{s['mean']:{'+' if signed else ''}.{digits}f}"
-    if s["half_width"] is None: return f"{m} (n={s['n']})"
-    return f"{m} ± {s['half_width']:.{digits}f}" + (" *" if signed and abs(s["mean"]) > s["half_width"] else "")
+__all__ = ['SEED_KEYS', 'seed_dir', 'seed_overrides', 'seed_list', 'default_pairs', 'paired_differences', 'SeedsIncomplete',
+           'aggregate_seeds', 'SeedRunFailed', 'run_in_process', 'run_seeds']
 
 # %% ../nbs/16_seeds.ipynb #46860abe
 SEED_KEYS = ("build.seed", "pipeline.heldout_seed", "train.sft.seed", "train.common.seed")   # what one seed sets
@@ -128,7 +55,7 @@ def default_pairs(models:list, # the model names that have results, in table ord
     if "wrpo" in variants and "wrpo" in has: out += [(v, "wrpo") for v in variants if v != "wrpo" and v in has]
     return out
 
-def paired_differences(per_seed:dict, # seed -> model -> metric -> value (`result_metrics` of each seed's results)
+def paired_differences(per_seed:dict, # seed -> model -> metric -> value (`wrpo.reporting.result_metrics` of each seed's results)
                        pairs:list, # (A, B) pairs, or 'A - B' strings (`difference_pair`)
                        level:float=0.95, # the intervals' confidence level
                       )->dict:
@@ -152,20 +79,6 @@ def paired_differences(per_seed:dict, # seed -> model -> metric -> value (`resul
 class SeedsIncomplete(RuntimeError):
     "A seed of a multi-seed run is missing, unfinished, stale or made with other settings."
 
-def result_metrics(res:dict, # one run's results.json (its `models` and `internal` parts are read)
-                  )->dict:
-    "model -> metric -> value: `overall` numbers, per-group numbers (`<metric>/<group>`), internal-reward statistics (`internal/<name>`)."
-    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    out = {}
-    for name, m in (res.get("models") or {}).items():
-        d = out.setdefault(name, {})
-        d.update({k: float(v) for k, v in (m.get("overall") or {}).items() if k != "n" and num(v)})
-        for g, gv in (m.get("groups") or {}).items():
-            d.update({f"{k}/{g}": float(v) for k, v in (gv or {}).items() if k != "n" and num(v)})
-    for name, st in (res.get("internal") or {}).items():
-        out.setdefault(name, {}).update({f"internal/{k}": float(v) for k, v in (st or {}).items() if k != "n" and num(v)})
-    return out
-
 def _seed_problem(d:Path, expected:dict|None)->str|None:
     "Why seed directory `d` cannot be aggregated (None: it can)"
     res, st = d / "results.json", d / "stages.json"
@@ -182,28 +95,6 @@ def _seed_problem(d:Path, expected:dict|None)->str|None:
         diff = config_changes(got, expected, values=True, into_lists=False)
         if diff: return f"made with other settings ({'; '.join(diff[:4])})"
     return None
-
-def seeds_table(models:dict, # model -> metric -> `mean_ci` dict (seeds.json's `models`, or its `differences`)
-                columns:list|None=None, # metrics to show, in order; None: accuracy, reward, then accuracy/<group>
-                digits:int=3, # decimals
-                signed:bool=False, # rows are differences ('+0.038 ± 0.019 *', see `format_ci`)
-                first:str="model", # the first column's heading
-               )->str:
-    "Markdown table of models x metrics with '0.470 ± 0.012' cells ('–' where a model lacks a metric)."
-    if not models: raise ValueError("no results to tabulate")
-    found = list(dict.fromkeys(k for m in models.values() for k in m))
-    cols = columns or [c for c in ("accuracy", "reward") if c in found] + [c for c in found if c.startswith("accuracy/")]
-    if not cols: cols = [c for c in found if not c.startswith("internal/")]
-    ns = [s["n"] for m in models.values() for c in cols if (s := m.get(c))]
-    n_all = max(set(ns), key=ns.count) if ns else 0
-    head = {"accuracy": "accuracy", "reward": "mean reward"}
-    def cell(s):
-        if s is None: return "–"
-        t = format_ci(s, digits, signed)
-        return t + (f" (n={s['n']})" if s["half_width"] is not None and s["n"] != n_all else "")
-    lines = [f"| {first} | " + " | ".join(head.get(c, c.replace("accuracy/", "acc. ")) for c in cols) + " |", "|---|" + "---:|" * len(cols)]
-    lines += [f"| {name} | " + " | ".join(cell(m.get(c)) for c in cols) + " |" for name, m in models.items()]
-    return "\n".join(lines)
 
 def aggregate_seeds(out, # the multi-seed run's directory (seed directories <out>/seed-<s>)
                     seeds:list, # the seeds to aggregate

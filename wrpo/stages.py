@@ -18,8 +18,8 @@ from .data import load_quadruples
 from .evaluate import internal_reward_accuracy, judge_answers, quad_logps
 from .files import atomic_dir, atomic_write_json, atomic_write_text
 from .models import load_lm
-from .plots import results_table
 from .prompts import eval_prompts, load_rows
+from .reporting import results_table
 from .rewards import load_scorer
 from .rundir import read_json
 from .sampling import load_sampler
