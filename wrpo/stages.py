@@ -168,12 +168,16 @@ def _json(*parts): return lambda run, item=None: read_json(run.path(*parts))
 def _dump(x): return json.dumps(x, indent=1)
 def _no_contribution(run, st):
     return _dump({k: v for k, v in st.items() if k != "contribution"}) + "\nshare of y_ws per source: " + str({k: round(v["share"], 3) for k, v in st["contribution"].items()})
+def _internal(run, res):
+    acc = lambda a, k: f"{a.get(k + '_accuracy', float('nan')):.3f}"
+    return "\n".join(f"{v:>18}: internal-reward accuracy hybrid {acc(a, 'hybrid')}  on-policy {acc(a, 'onpolicy')}  weighted {acc(a, 'weighted')}"
+                     for v, a in (res.get("internal") or {}).items())
 def _accuracies(run, res):
     return "\n".join(f"{n:>18}: accuracy {r['overall'].get('accuracy', float('nan')):.3f}  mean reward {r['overall']['reward']:.3f}" for n, r in res.items())
 
 STAGES = [
     Stage("models", "Models: `pipeline.models` provides local models that `provided:NAME` entries point at", lambda run, _: provide(run),
-          show=lambda run, p: (_dump(p) + "\n" if p else "") + f"{ {s.name: s.model for s in run.resolved.sources} } -> {run.resolved.target.model}"),
+          show=lambda run, p: _dump(p) if p else f"{ {s.name: s.model for s in run.resolved.sources} } -> {run.resolved.target.model}"),
     Stage("sources", "Source stage: $y_{ws}$ with provenance, and the SFT third", lambda run, _: build_sources_stage(run),
           settings=lambda run, _: dict(content_settings(run.resolved), prompts=dataclasses.asdict(run.cfg.pipeline.prompts) if run.cfg.pipeline.prompts else None),
           outputs=lambda run, _: [run.path("build")], load=_json("build", "sft_stats.json"), timed=True, show=_no_contribution),
@@ -204,7 +208,7 @@ STAGES = [
                                        logp_shift=run.cfg.pipeline.logp_shift_models, group_by=run.cfg.eval.group_by),
           outputs=lambda run, _: [run.path("eval", "internal.json")], upstream=lambda run, _: ["sft", "split", *(f"train/{v}" for v in run.cfg.train.variants)],
           load=lambda run, _: read_json(run.path("eval", "internal.json")) if run.path("eval", "internal.json").exists() else {},
-          show=lambda run, r: _dump({v: {k: round(x, 3) for k, x in a.items() if isinstance(x, float)} for v, a in (r.get("internal") or {}).items()})),
+          show=_internal),
     Stage("results", "Results: results.json and the Markdown table results.md", lambda run, _: results(run)),
 ]
 
