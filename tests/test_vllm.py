@@ -20,7 +20,7 @@ from tokenizers import processors
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from wrpo.config import ModelSpec
 from wrpo.sampling import VLLMSampler, OpenAISampler, load_sampler
-from wrpo.testing import tiny_lm, tiny_tokenizer
+from wrpo.testing import ending_lm, tiny_lm, tiny_tokenizer
 sys.path.insert(0, os.path.dirname(__file__))
 from vllm_serve import vllm_serve
 
@@ -46,6 +46,8 @@ def ckpts(tmp_path_factory):
     d = tmp_path_factory.mktemp("ckpt")
     out = {"llama": str(d / "llama"), "qwen2": str(d / "qwen2")}
     sizes = {"llama": _build(out["llama"], "llama", "bpe", 1, bos=True), "qwen2": _build(out["qwen2"], "qwen2", "char", 2)}
+    out["ending"] = str(d / "ending")   # ends its turn with probability 0.1 at every step: samples that stop and samples cut at the limit
+    ending_lm(tiny_tokenizer("char"), 0.1, path=out["ending"])
     assert all(1e5 < n < 1e6 for n in sizes.values()), sizes
     print("parameters:", sizes)
     return out
@@ -97,7 +99,8 @@ def runs(ckpts):
             procs = [p for p in _engine_procs() if p.pid not in before]
             r["engine_pids"], r["engine_rss_mb"] = [p.pid for p in procs], _rss_mb(procs)
             r["engine_cmds"] = [" ".join(p.cmdline())[:80] for p in procs]
-            r["n4"] = s.generate(PROMPTS, n=4, seed=1); r["n4_tokens"] = s.token_counts
+            r["n4"] = s.generate(PROMPTS, n=4, seed=1); r["n4_tokens"] = [[e["tokens"] for e in x] for x in s.endings]
+            r["n4_endings"] = s.endings
             r["n4_again"] = s.generate(PROMPTS, n=4, seed=1)
             r["n4_seed2"] = s.generate(PROMPTS, n=4, seed=2)
             r["tok_s"] = s.tokens_per_s
@@ -128,6 +131,8 @@ def test_n_and_max_tokens(runs, name):
     assert max(counts) == MAX_NEW, counts  # a random model rarely stops early: the limit is what ends most samples
     if name == "qwen2":  # character tokenizer: one token, at most one character
         assert max(len(t) for row in r["n4"] for t in row) <= MAX_NEW
+    for e in (e for row in r["n4_endings"] for e in row):   # vLLM's own finish_reason: cut exactly at the limit, or ended its turn
+        assert e["finish_reason"] in ("stop", "length") and (e["finish_reason"] == "length") == (e["tokens"] == MAX_NEW), e
 
 @pytest.mark.parametrize("name", ["llama", "qwen2"])
 def test_seed(runs, name):
@@ -178,3 +183,54 @@ def test_openai_backend_against_vllm_serve(server):
     assert 0 < s.stats["completion_tokens"] <= 3 * len(PROMPTS) * MAX_NEW
     assert s.stats["prompt_tokens"] > 0
     assert out == s.generate(PROMPTS, n=3, seed=0)  # request seeds are honoured by the server
+
+
+# -- how samples end, and what the builder does with cut ones: the real engine and the real server ----------------------
+
+def longer(prompts, responses):
+    "A reward that likes long answers (as reward models tend to): a cut answer is often the best-scored one"
+    return [float(len(r)) for r in responses]
+
+def test_vllm_engine_reports_how_samples_end(ckpts):
+    spec = ModelSpec(name="ending", backend="vllm", model=ckpts["ending"], dtype="float32", max_new_tokens=MAX_NEW,
+                     temperature=1.0, top_p=1.0, seed=0, extra=VLLM_ARGS)
+    with load_sampler(spec) as s:
+        out = s.generate(PROMPTS * 4, n=4, seed=0)
+        ends = [e for row in s.endings for e in row]
+    texts = [t for row in out for t in row]
+    assert {e["finish_reason"] for e in ends} == {"stop", "length"}, ends[:8]   # P(stop within 12 tokens) = 1 - 0.9^12 = 0.72
+    for t, e in zip(texts, ends):
+        if e["finish_reason"] == "length": assert e["tokens"] == MAX_NEW and len(t) == MAX_NEW, (t, e)   # one character per token
+        else: assert e["tokens"] == len(t) < MAX_NEW, (t, e)   # the end token is not counted, and is not in the text
+
+@pytest.fixture(scope="module")
+def ending_server(ckpts, tmp_path_factory):
+    with vllm_serve(ckpts["ending"], "tiny-ending", tmp_path_factory.mktemp("serve_ending") / "serve.log", max_model_len=256) as url:
+        yield url
+
+def test_build_on_vllm_and_a_server_never_chooses_a_cut_answer(ckpts, ending_server, tmp_path):
+    "A build whose sources are the vLLM engine and an OpenAI-compatible server, its target the vLLM engine: the samples\n"
+    "record the backends' finish_reason, and under build.truncated: as_rejected no cut answer is y_ws or y_wt (some are y_l)"
+    from wrpo.build import build
+    from wrpo.files import read_jsonl
+    import datasets, json
+    common = dict(max_new_tokens=MAX_NEW, temperature=1.0, top_p=1.0)
+    cfg = dict(sources=[dict(name="engine", backend="vllm", model=ckpts["ending"], dtype="float32", extra=VLLM_ARGS, **common),
+                        dict(name="server", backend="openai", endpoint=ending_server, model="tiny-ending", max_retries=0, timeout=60, **common)],
+               target=dict(name="target", backend="vllm", model=ckpts["ending"], dtype="float32", extra=VLLM_ARGS, **common),
+               reward=dict(kind="callable", path="test_vllm:longer"),
+               build=dict(n=4, shard_size=8, seed=0, tie_policy="keep_flagged", truncated="as_rejected"))
+    build(cfg, [f"sort {i} {i % 3} 1" for i in range(16)], tmp_path / "b", target_model_path=ckpts["ending"])
+    for src in ("engine", "server"):
+        rows = [r for f in sorted((tmp_path / "b" / "samples" / src).glob("*.jsonl")) for r in read_jsonl(f)]
+        fr = [x for r in rows for x in r["finish_reason"]]
+        assert set(fr) == {"stop", "length"}, (src, fr[:8])
+        toks = [x for r in rows for x in r["tokens"]]
+        if src == "engine": assert all(isinstance(k, int) for k in toks)
+        else: assert all(k is None for k in toks)   # the server reports one total for the 4 choices of a request, not each one's length
+    q = datasets.load_from_disk(str(tmp_path / "b" / "quadruples")).to_list()
+    assert q and not any(r["finish_source_chosen"] == "length" or r["finish_target_chosen"] == "length" for r in q)
+    assert any(r["finish_rejected"] == "length" for r in q)   # as_rejected: a cut answer may be y_l
+    st = json.loads((tmp_path / "b" / "stats.json").read_text())["truncation"]
+    assert st["policy"] == "as_rejected" and st["models"]["engine"]["length"] > 0 and st["models"]["server"]["length"] > 0
+    assert st["models"]["target"]["samples"] == st["models"]["target"]["stop"] + st["models"]["target"]["length"]

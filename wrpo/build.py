@@ -23,7 +23,7 @@ logger = logging.getLogger("wrpo.build")
 # %% auto #0
 __all__ = ['logger', 'REUSE_COLUMNS', 'NOT_CONTENT', 'STAGES', 'prompt_key', 'prepare_prompts', 'split_prompts', 'build_dir',
            'parse_shard', 'content_settings', 'BuildDir', 'build_sources', 'write_contribution', 'write_sft',
-           'build_targets', 'merge_shards', 'build', 'add_build_args', 'run_build', 'build_cli']
+           'build_targets', 'truncation_counts', 'merge_shards', 'build', 'add_build_args', 'run_build', 'build_cli']
 
 # %% ../nbs/05_build.ipynb #cd094cff
 REUSE_COLUMNS = ("all_generated_responses", "all_rm_scores")
@@ -89,7 +89,7 @@ def parse_shard(s, # 'i/n' (job i of n, 0 <= i < n), an (i, n) tuple (returned a
     if not (n >= 1 and 0 <= i < n): raise ValueError(f"--shard: need 0 <= i < n, got {s!r}")
     return i, n
 
-_LATER_DEFAULTS = dict(source_k=1, source_distinct=False, same_source_min_gap=None)   # knobs added after builds existed
+_LATER_DEFAULTS = dict(source_k=1, source_distinct=False, same_source_min_gap=None, truncated="keep")   # knobs added after builds existed
 
 def content_settings(cfg:Config, # a validated config
                     )->dict:
@@ -188,8 +188,9 @@ def _sample_shards(bd: BuildDir, stage: str, spec: ModelSpec, n: int, shards: di
     bar = _progress(f"{stage}:{spec.name}", sum(len(v) for v in todo.values()))
     try:
         for j, ids in sorted(todo.items()):
-            rows = {pid: dict(prompt_id=pid, texts=reuse[prompts[pid]["key"]][:n], status="reused")
-                    for pid in ids if len(reuse.get(prompts[pid]["key"], [])) >= n}
+            rows = {pid: {"prompt_id": pid, "texts": reuse[prompts[pid]["key"]]["texts"][:n], "status": "reused",
+                          **{k: v[:n] for k, v in reuse[prompts[pid]["key"]].items() if k != "texts"}}
+                    for pid in ids if len(reuse.get(prompts[pid]["key"], {}).get("texts", [])) >= n}
             need = [pid for pid in ids if pid not in rows]
             if need:
                 if sampler is None: sampler = load_sampler(spec, model=model, tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens)
@@ -206,9 +207,11 @@ def _sample_shards(bd: BuildDir, stage: str, spec: ModelSpec, n: int, shards: di
                     logger.warning("model %r failed on shard %d, skipping its prompts: %s", spec.name, j, e)
                     texts, counts["failed_shards"] = [[] for _ in ok], counts["failed_shards"] + 1
                     rows.update({pid: dict(prompt_id=pid, texts=[], status=f"failed: {type(e).__name__}") for pid in ok}); ok = []
-                for pid, t in zip(ok, texts):
+                ends = sampler.endings if len(sampler.endings) == len(ok) else [[{}] * n for _ in ok]
+                for pid, t, e in zip(ok, texts, ends):
                     if len(t) != n: raise RuntimeError(f"model {spec.name!r}: {len(t)} samples for prompt_id {pid}, expected {n}")
-                    rows[pid] = dict(prompt_id=pid, texts=list(t), status="ok")
+                    rows[pid] = dict(prompt_id=pid, texts=list(t), status="ok", finish_reason=[x.get("finish_reason") for x in e],
+                                     tokens=[x.get("tokens") for x in e])   # how each sample ended (absent for reused samples: unknown)
             counts["reused"] += sum(r["status"] == "reused" for r in rows.values())
             write_jsonl(bd.shard_file(stage, j, sub), [rows[pid] for pid in ids], clean=True)
             bar.update(len(ids))
@@ -235,29 +238,35 @@ class _LazyScorer:
     def close(self):
         if self.s is not None and not isinstance(self.arg, Scorer): self.s.close()
 
+def _ending(row, k)->dict:
+    "How sample `k` of a sample-shard row ended, where the shard says (samples reused from elsewhere do not)"
+    return {f: row[f][k] for f in ("finish_reason", "tokens") if f in row and k < len(row[f])}
+
 def _score_sources(bd: BuildDir, cfg: Config, shards: dict, prompts: dict, scorer):
     "Write `scored/shard-j.jsonl`: y_ws (top k, with source and sample index) and every candidate's score per source"
-    names, lazy = [s.name for s in cfg.sources], _LazyScorer(cfg, scorer)
+    names, lazy, cut = [s.name for s in cfg.sources], _LazyScorer(cfg, scorer), cfg.build.truncated
     todo = {j: ids for j, ids in shards.items() if not bd.shard_file("scored", j).exists()}
     bar = _progress("score:sources", sum(len(v) for v in todo.values()))
     try:
         for j, ids in sorted(todo.items()):
             samp = {s: {r["prompt_id"]: r for r in read_jsonl(bd.shard_file("samples", j, s))} for s in names}
-            cands = {pid: [dict(source=s, sample_index=k, text=t) for s in names for k, t in enumerate(samp[s][pid]["texts"])] for pid in ids}
+            cands = {pid: [dict(source=s, sample_index=k, text=t, **_ending(samp[s][pid], k)) for s in names for k, t in enumerate(samp[s][pid]["texts"])]
+                     for pid in ids}
             flat = [(pid, c) for pid in ids for c in cands[pid]]
             sc = lazy([prompts[pid]["prompt"] for pid, _ in flat], [c["text"] for _, c in flat],
                       rows=[f"prompt_id {pid}, source {c['source']!r}, sample {c['sample_index']}" for pid, c in flat])
             for (pid, c), s in zip(flat, sc): c["score"] = s
             out = []
             for pid in ids:
-                top = [cands[pid][i] for i in select_source(cands[pid], cfg.build.top_k)]
+                top = [cands[pid][i] for i in select_source(cands[pid], cfg.build.top_k, truncated=cut)]
                 scores = {s: [c["score"] for c in cands[pid] if c["source"] == s] for s in names}
                 st = {s: samp[s][pid]["status"] for s in names if samp[s][pid]["status"] not in ("ok", "reused")}
-                row = dict(prompt_id=pid, top=top, scores=scores, source_status=st, status="ok" if top else "no_source_response")
+                row = dict(prompt_id=pid, top=top, scores=scores, source_status=st, status="ok" if top else "no_source_response",
+                           truncated=sum(c.get("finish_reason") == "length" for c in cands[pid]))
                 if cfg.build.source_k > 1 or cfg.build.source_distinct:   # the quadruple's k source responses, best first
-                    row["quad"] = [cands[pid][i] for i in select_source(cands[pid], cfg.build.source_k, cfg.build.source_distinct)]
+                    row["quad"] = [cands[pid][i] for i in select_source(cands[pid], cfg.build.source_k, cfg.build.source_distinct, truncated=cut)]
                 if cfg.build.same_source_min_gap is not None:
-                    pair = select_same_source(cands[pid], cfg.build.same_source_min_gap)
+                    pair = select_same_source(cands[pid], cfg.build.same_source_min_gap, truncated=cut)
                     row["same_source"] = None if pair is None else [cands[pid][i] for i in pair]
                 out.append(row)
             write_jsonl(bd.shard_file("scored", j), out, clean=True)
@@ -266,12 +275,12 @@ def _score_sources(bd: BuildDir, cfg: Config, shards: dict, prompts: dict, score
 
 # %% ../nbs/05_build.ipynb #b4541482
 def _reuse_map(earlier, source: str) -> dict:
-    "prompt key -> samples of `source` in an earlier build directory"
+    "prompt key -> samples of `source` in an earlier build directory: their texts and, where that build recorded them, their endings"
     e = BuildDir(earlier)
     if not e.path("samples", source).is_dir(): return {}
     keys = {r["prompt_id"]: r["key"] for r in e.prompts()}
-    return {keys[r["prompt_id"]]: r["texts"] for f in sorted(e.path("samples", source).glob("shard-*.jsonl"))
-            for r in read_jsonl(f) if r["status"] in ("ok", "reused")}
+    return {keys[r["prompt_id"]]: {k: r[k] for k in ("texts", "finish_reason", "tokens") if k in r}
+            for f in sorted(e.path("samples", source).glob("shard-*.jsonl")) for r in read_jsonl(f) if r["status"] in ("ok", "reused")}
 
 def build_sources(cfg, # a `Config`, its dict form or a YAML path
                   prompts=None, # prompt rows, anything `read_rows` takes; None: resume an earlier build in `out_dir`
@@ -362,7 +371,7 @@ def write_sft(cfg, # a `Config`, its dict form or a YAML path
     return stats
 
 # %% ../nbs/05_build.ipynb #b9ff2c5f
-def _quadruple(rec, sr, texts, scores, best, worst, status, keep) -> dict:
+def _quadruple(rec, sr, texts, scores, best, worst, status, keep, ends=None) -> dict:
     ws = _ws(sr) if sr["top"] else None
     row = dict(prompt_id=rec["prompt_id"], status=status, flag="tie" if status == "tie" else "")
     if status in ("ok", "tie"):
@@ -372,6 +381,10 @@ def _quadruple(rec, sr, texts, scores, best, worst, status, keep) -> dict:
                    score_rejected=scores[worst], source_sample_index=ws["sample_index"], target_chosen_index=best,
                    rejected_index=worst, all_source_scores=json.dumps(sr["scores"]), all_target_scores=list(scores),
                    **{c: rec.get(c) for c in keep})
+        e = ends or [{}] * len(texts)   # how each response ended (None where unknown: reused samples)
+        row.update(finish_source_chosen=ws.get("finish_reason"), finish_target_chosen=e[best].get("finish_reason"),
+                   finish_rejected=e[worst].get("finish_reason"), tokens_source_chosen=ws.get("tokens"),
+                   tokens_target_chosen=e[best].get("tokens"), tokens_rejected=e[worst].get("tokens"))
         if "quad" in sr:   # y_ws^(2..k); quad[0] is y_ws itself
             ex = sr["quad"][1:]
             row.update(extra_source_chosen=[a(c["text"]) for c in ex], extra_source_ids=[c["source"] for c in ex],
@@ -426,7 +439,8 @@ def build_targets(cfg, # a `Config`, its dict form or a YAML path
             scored = {r["prompt_id"]: r for k in sorted({p // S for p in ids}) for r in read_jsonl(bd.shard_file("scored", k))}
             if reuse: samp = {p: (list(recs[p]["all_generated_responses"]), [float(x) for x in recs[p]["all_rm_scores"]]) for p in ids}
             else:
-                ts = {r["prompt_id"]: r["texts"] for r in read_jsonl(bd.shard_file("target_samples", j))}
+                trows = {r["prompt_id"]: r for r in read_jsonl(bd.shard_file("target_samples", j))}
+                ts = {p: r["texts"] for p, r in trows.items()}
                 flat = [(p, t) for p in ids for t in ts[p]]
                 sc = lazy([recs[p]["prompt"] for p, _ in flat], [t for _, t in flat],
                           rows=[f"prompt_id {p}, target sample {k}" for p in ids for k in range(len(ts[p]))])
@@ -435,9 +449,10 @@ def build_targets(cfg, # a `Config`, its dict form or a YAML path
             for p in ids:
                 texts, scores = samp[p]
                 if len(texts) != len(scores): raise ValueError(f"prompt_id {p}: {len(texts)} target responses but {len(scores)} scores")
-                best, worst, st = select_target(texts, scores)
+                ends = [_ending(trows[p], k) for k in range(len(texts))] if not reuse else None
+                best, worst, st = select_target(texts, scores, ends and [e.get("finish_reason") for e in ends], cfg.build.truncated)
                 if not scored[p]["top"]: st = "no_source_response"
-                out.append(_quadruple(recs[p], scored[p], texts, scores, best, worst, st, keep))
+                out.append(_quadruple(recs[p], scored[p], texts, scores, best, worst, st, keep, ends))
             write_jsonl(bd.shard_file("targets", j), out, clean=True)
             bar.update(len(ids))
     finally:
@@ -446,6 +461,22 @@ def build_targets(cfg, # a `Config`, its dict form or a YAML path
     return dict(out_dir=str(bd.root), shards=sorted(mine), n_shards=len(chunks), counts=counts)
 
 # %% ../nbs/05_build.ipynb #97abc33e
+def truncation_counts(bd:BuildDir, # the build directory
+                      sources:list, # the source names (their samples/<name>/ shards)
+                      target:str="target", # the target's name (its target_samples/ shards)
+                     )->dict:
+    "Per model: how many samples it wrote, how many ended their turn (`stop`), were cut at max_new_tokens (`length`), or ended unknown"
+    def count(files):
+        c = dict(samples=0, stop=0, length=0, unknown=0)
+        for r in (r for f in files for r in read_jsonl(f)):
+            fr = r.get("finish_reason") or [None] * len(r["texts"])
+            c["samples"] += len(r["texts"])
+            for x in fr: c[x if x in ("stop", "length") else "unknown"] += 1
+        return c
+    per = {s: count(sorted(bd.path("samples", s).glob("shard-*.jsonl"))) for s in sources}
+    per[target] = count(sorted(bd.path("target_samples").glob("shard-*.jsonl")))
+    return dict(models=per)
+
 def merge_shards(cfg, # a `Config`, its dict form or a YAML path
                  out_dir, # the build directory
                  extra_dirs=(), # build directories of other --shard jobs, whose target shards missing here are copied
@@ -461,7 +492,7 @@ def merge_shards(cfg, # a `Config`, its dict form or a YAML path
     rows = [r for j in range(n) for r in read_jsonl(bd.shard_file("targets", j))]
     got = [r["prompt_id"] for r in rows]
     if got != sp["pref"]: raise ValueError(f"{bd.root}: target shards hold {len(got)} rows for {len(sp['pref'])} preference prompts (shards from another build?)")
-    status = {s: sum(r["status"] == s for r in rows) for s in ("ok", "tie", "identical", "empty", "no_source_response")}
+    status = {s: sum(r["status"] == s for r in rows) for s in ("ok", "tie", "identical", "empty", "truncated", "no_source_response")}
     keep_ok = ("ok", "tie") if cfg.build.tie_policy == "keep_flagged" else ("ok",)
     out = [{k: v for k, v in r.items() if k != "status"} for r in rows if r["status"] in keep_ok]
     if not out: raise ValueError(f"{bd.root}: no quadruple survives the tie/empty policy (counts {status})")
@@ -470,8 +501,11 @@ def merge_shards(cfg, # a `Config`, its dict form or a YAML path
     if cfg.build.jsonl if jsonl is None else jsonl: write_jsonl(bd.path("quadruples.jsonl"), out)
     table = source_contribution(out, [s.name for s in cfg.sources])
     write_contribution(bd.path("quadruple_source_contribution"), table)
+    cut = truncation_counts(bd, [s.name for s in cfg.sources], cfg.target.name if cfg.target else "target")
+    cut["in_quadruples"] = {f: sum(r.get(f"finish_{f}") == "length" for r in out) for f in ("source_chosen", "target_chosen", "rejected")}
     stats = dict(pref_prompts=len(rows), rows=len(out), status_counts=status, tie_policy=cfg.build.tie_policy,
-                 dropped=len(rows) - len(out), prompt_stats=man["prompt_stats"], contribution=table)
+                 dropped=len(rows) - len(out), prompt_stats=man["prompt_stats"], contribution=table,
+                 truncation=dict(policy=cfg.build.truncated, **cut))
     atomic_write_json(bd.path("stats.json"), stats)
     return stats
 

@@ -13,17 +13,19 @@ import yaml
 from .judge_models import judge_problem, judge_key
 
 # %% auto #0
-__all__ = ['BACKENDS', 'REWARD_KINDS', 'TIE_POLICIES', 'SFT_DEFAULTS', 'COMMON_DEFAULTS', 'BENCHMARK_NAMES', 'DTYPES', 'PROVIDED',
-           'NAMED_COLLECTIONS', 'ConfigError', 'ModelSpec', 'RewardSpec', 'BuildSpec', 'RowsSpec', 'ProviderSpec',
-           'PipelineSpec', 'LauncherSpec', 'TrainSpec', 'EvalSpec', 'BenchmarksSpec', 'Config', 'spec_from_dict',
-           'difference_pair', 'import_object', 'check_callables', 'validate_config', 'sft_kwargs', 'variant_kwargs',
-           'check_train', 'apply_overrides', 'config_from_dict', 'config_path', 'merge_configs', 'read_config',
-           'load_config', 'config_to_dict', 'config_yaml', 'save_config', 'resolve_models', 'config_changes']
+__all__ = ['BACKENDS', 'REWARD_KINDS', 'TIE_POLICIES', 'TRUNCATION_POLICIES', 'SFT_DEFAULTS', 'COMMON_DEFAULTS',
+           'BENCHMARK_NAMES', 'DTYPES', 'PROVIDED', 'NAMED_COLLECTIONS', 'ConfigError', 'ModelSpec', 'RewardSpec',
+           'BuildSpec', 'RowsSpec', 'ProviderSpec', 'PipelineSpec', 'LauncherSpec', 'TrainSpec', 'EvalSpec',
+           'BenchmarksSpec', 'Config', 'spec_from_dict', 'difference_pair', 'import_object', 'check_callables',
+           'validate_config', 'sft_kwargs', 'variant_kwargs', 'check_train', 'apply_overrides', 'config_from_dict',
+           'config_path', 'merge_configs', 'read_config', 'load_config', 'config_to_dict', 'config_yaml', 'save_config',
+           'resolve_models', 'config_changes']
 
 # %% ../nbs/00_config.ipynb #d766cc81
 BACKENDS = ("transformers", "vllm", "openai")
 REWARD_KINDS = ("hf", "armorm", "callable")
 TIE_POLICIES = ("drop", "keep_flagged")
+TRUNCATION_POLICIES = ("drop", "keep", "as_rejected")   # wrpo.selection.may_be applies them
 
 class ConfigError(ValueError):
     "A configuration that cannot run; the message names the file (when there is one) and the key."
@@ -77,6 +79,7 @@ class BuildSpec:
     seed: int = 42  # split seed; sampling seeds derive from it and each model's seed
     shard_size: int = 64  # prompts per shard (unit of atomic writes and of resume)
     tie_policy: str = "drop"  # target rows with best == worst score or too few non-empty responses
+    truncated: str = "drop"  # a response cut at max_new_tokens: drop (never chosen nor rejected), keep (like any other), as_rejected (may be y_l only)
     top_k: int = 1  # source responses kept per prompt for SFT (the quadruple uses the best)
     source_k: int = 1  # source responses per quadruple, best first: y_ws and up to k-1 more in `extra_source_chosen`
     source_distinct: bool = False  # take the k source responses from k different sources
@@ -333,6 +336,7 @@ def validate_config(cfg:Config, # the configuration to check (returned unchanged
     if b.same_source_min_gap is not None and not b.same_source_min_gap >= 0:
         raise ConfigError(f"build.same_source_min_gap: must be >= 0 (or null: no same-source pairs), got {b.same_source_min_gap}")
     if b.tie_policy not in TIE_POLICIES: raise ConfigError(f"build.tie_policy: {b.tie_policy!r} is not one of {TIE_POLICIES}")
+    if b.truncated not in TRUNCATION_POLICIES: raise ConfigError(f"build.truncated: {b.truncated!r} is not one of {TRUNCATION_POLICIES}")
     _check_rows(p.prompts, "pipeline.prompts"); _check_rows(e.prompts, "eval.prompts")
     if p.models is not None and ":" not in p.models.call: raise ConfigError(f"pipeline.models.call: expected 'module:attr', got {p.models.call!r}")
     if p.seeds is not None:

