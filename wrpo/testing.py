@@ -16,10 +16,10 @@ from .data import to_messages
 
 
 # %% auto #0
-__all__ = ['TOKENIZER_KINDS', 'ARCHITECTURES', 'PAPER_MINI_KEYS', 'SMOLLM2_WHEEL', 'SMOL_PROMPTS', 'SMOL_EVAL', 'SMOL_SYSTEM',
-           'tiny_tokenizer', 'tiny_lm', 'ending_lm', 'toy_quadruples', 'benchmark_fixtures', 'ProtocolJudge',
-           'ultrafeedback_rows', 'alpaca_eval_rows', 'paper_mini', 'smollm2_checkpoint', 'seq_cls_reward', 'smol_mini',
-           'trl_dpo_loss', 'trl_simpo_loss', 'cpu_args']
+__all__ = ['TOKENIZER_KINDS', 'ARCHITECTURES', 'PAPER_MINI_KEYS', 'SMOLLM2_WHEEL', 'SMOL_PROMPTS', 'SMOL_EVAL',
+           'SMOL_MINI_CHANGES', 'SMOL_SYSTEM', 'tiny_tokenizer', 'tiny_lm', 'ending_lm', 'toy_quadruples',
+           'benchmark_fixtures', 'ProtocolJudge', 'ultrafeedback_rows', 'alpaca_eval_rows', 'paper_mini',
+           'smollm2_checkpoint', 'seq_cls_reward', 'smol_mini', 'trl_dpo_loss', 'trl_simpo_loss', 'cpu_args']
 
 # %% ../nbs/90_testing.ipynb #aae34146
 _CORPUS = ("the quick brown fox jumps over the lazy dog . sort these numbers : 3 1 2 . reverse the word hello . "
@@ -367,11 +367,18 @@ SMOL_PROMPTS = ["What is the capital of France?", "Name a primary colour.", "How
     "Which gas do plants breathe in?", "What is the square root of 81?", "Name a shape with three sides."]
 SMOL_EVAL = ["What is the capital of Italy?", "Name a vegetable that is orange.", "How many wheels does a bicycle have?",
              "What is the opposite of up?", "Give me a word for a very large house.", "Which animal says moo?"]
+SMOL_MINI_CHANGES = {   # what smol-mini changes in configs/paper.yaml beyond paper-mini's locations, sizes and counts, and why
+    "the real model in every role": {"sources", "target", "reward"},   # SmolLM2 on transformers; an 'hf' reward head on its backbone
+    "a handful of steps instead of thousands": {"train.sft.learning_rate", "train.common.learning_rate", "train.sft.num_train_epochs",
+                                                "train.common.num_train_epochs"},
+    "in this process, the two preference objectives the issue names": {"train.launcher", "train.variants"},
+}
 SMOL_SYSTEM = "You are a concise assistant. Answer in one short sentence."   # the second source's system prompt
 
 def smol_mini(root, # folder that receives the reward model and the data sets
               checkpoint=None, # a SmolLM2-135M-Instruct checkpoint; None: `smollm2_checkpoint()`
-              max_new_tokens:int=40, # every model's generation limit (short: a CI run)
+              max_new_tokens:int=32, # every model's generation limit (short: a CI run)
+              n_prompts:int=18, # UltraFeedback-schema prompt rows (of `SMOL_PROMPTS`)
              )->dict:
     "configs/paper.yaml with SmolLM2-135M-Instruct as target and sources, a reward head on its backbone, data in the public schemas"
     import hashlib, yaml
@@ -387,24 +394,24 @@ def smol_mini(root, # folder that receives the reward model and the data sets
     assert other != own, "SmolLM2's chat template no longer carries its default system prompt: update smol_mini"
     conv = lambda p, a: [{"role": "user", "content": p}, {"role": "assistant", "content": a}]
     uf = [dict(prompt=p, prompt_id=hashlib.sha256(p.encode()).hexdigest(), chosen=conv(p, "(chosen)"), rejected=conv(p, "(rejected)"),
-               messages=conv(p, "(chosen)"), score_chosen=8.0, score_rejected=3.0) for p in SMOL_PROMPTS]   # UltraFeedback's schema
+               messages=conv(p, "(chosen)"), score_chosen=8.0, score_rejected=3.0) for p in SMOL_PROMPTS[:n_prompts]]   # UltraFeedback's schema
     DatasetDict(train_prefs=Dataset.from_list(uf)).save_to_disk(str(root / "ultrafeedback_binarized"))
     (root / "alpaca_eval.json").write_text(json.dumps([dict(instruction=p, output="(reference answer)", generator="gpt4_1106_preview",
                                                             dataset="helpful_base") for p in SMOL_EVAL], indent=1))   # AlpacaEval's schema
     cfg = copy.deepcopy(paper)
     cfg["name"] = "smol-mini"
     common = dict(backend="transformers", model=ck, max_new_tokens=max_new_tokens, batch_size=16, dtype="float32")
-    cfg["sources"] = [dict(name="smol_default", temperature=0.7, **common),
-                      dict(name="smol_concise", temperature=1.0, chat_template=other, **common)]
+    cfg["sources"] = [dict(name="smol_default", temperature=0.7, n=2, **common),   # two samples per source, three of the target
+                      dict(name="smol_concise", temperature=1.0, chat_template=other, n=2, **common)]
     cfg["target"] = dict(name="smol_target", temperature=0.8, **common)
     cfg["reward"] = dict(kind="hf", path=rm, batch_size=16, dtype="float32")
     cfg["build"].update(n=3, shard_size=8, max_prompt_tokens=256)
     cfg["pipeline"]["prompts"]["path"] = str(root / "ultrafeedback_binarized")
     cfg["pipeline"]["heldout_fraction"] = 0.25
     for sec in ("sft", "common"):
-        cfg["train"][sec].update(max_length=192, per_device_train_batch_size=4, gradient_accumulation_steps=1, num_train_epochs=2)
-    cfg["train"]["sft"]["learning_rate"] = 2e-5      # a handful of steps instead of thousands: a larger step
-    cfg["train"]["common"]["learning_rate"] = 2e-6
+        cfg["train"][sec].update(max_length=160, per_device_train_batch_size=4, gradient_accumulation_steps=1, num_train_epochs=2 if sec == "sft" else 1)
+    cfg["train"]["sft"]["learning_rate"] = 3e-5      # a handful of steps instead of thousands: a larger step
+    cfg["train"]["common"]["learning_rate"] = 4e-6
     cfg["train"]["variants"] = {k: v for k, v in cfg["train"]["variants"].items() if k in ("dpo", "wrpo")}
     cfg["train"]["save_steps"] = 100
     cfg["train"]["launcher"] = None                  # in this process (tests/test_zero3.py and paper-mini run the launcher)
