@@ -1,6 +1,7 @@
 """What a JupyterLab user does: start JupyterLab, open the pipeline notebook, set its parameters, run it cell by cell in a
 kernel the server started, and watch the progress bars render as widgets. Driven through the server's REST API and the
-kernel's websocket channels: the messages a browser exchanges with JupyterLab (no browser is installed here)."""
+kernel's websocket channels: the messages a browser exchanges with JupyterLab. The fast check; tests/test_browser.py does
+the same in a real browser (headless Chromium)."""
 import json, os, shutil, socket, subprocess, sys, time, urllib.request, uuid
 from pathlib import Path
 import pytest
@@ -23,14 +24,14 @@ def _free_port()->int:
 
 class Lab:
     "A JupyterLab server on 127.0.0.1 with a token, and the REST calls a browser makes."
-    def __init__(self, root:Path):
+    def __init__(self, root:Path, extra=()):
         self.root, self.port, self.token = root, _free_port(), uuid.uuid4().hex
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(root / "server.log", "w")
         env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / ".jupyter"), "JUPYTER_RUNTIME_DIR": str(root / ".runtime")}
         self.proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
                                       "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-                                      f"--ServerApp.root_dir={root}", *(["--allow-root"] if os.geteuid() == 0 else [])],   # CI containers run as root
+                                      f"--ServerApp.root_dir={root}", *(["--allow-root"] if os.geteuid() == 0 else []), *extra],   # CI containers run as root
                                      env=env, stdout=self.log, stderr=subprocess.STDOUT)
         t0 = time.time()
         while True:
