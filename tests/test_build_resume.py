@@ -38,7 +38,9 @@ def world(tmp_path_factory):
                         dict(name="llama", model=str(T / "llama"), max_new_tokens=16, device="cpu", temperature=1.0)],
                target=dict(name="target", model=str(T / "target"), max_new_tokens=16, device="cpu"),
                reward=dict(kind="callable", path="wrpo_resume_verifier:overlap"),
-               build=dict(n=3, shard_size=3, seed=7, tie_policy="keep_flagged", jsonl=True, keep_columns=["skill"]))
+               # truncated="keep": random models seldom end their turn within their few tokens, and these tests are about
+               # killed and sharded builds (05_build tests the truncation policies)
+               build=dict(n=3, shard_size=3, seed=7, tie_policy="keep_flagged", jsonl=True, keep_columns=["skill"], truncated="keep"))
     (T / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     rows = [{"prompt": f"sort {i % 10} {(3 * i) % 7} {i}", "skill": ["sort", "add", "count"][i % 3]} for i in range(36)]
     (T / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -138,7 +140,7 @@ def test_cli_shards_and_merge(world, monkeypatch, capsys):
     assert a == b and len(a) > 0
     assert all(r["flag"] == "" for r in a)  # tie_policy=drop
     st = json.loads((T / "s0/stats.json").read_text())
-    assert st["rows"] == len(a) and st["dropped"] == st["status_counts"]["tie"] + st["status_counts"]["empty"] + st["status_counts"]["no_source_response"]
+    assert st["rows"] == len(a) and st["dropped"] == sum(v for k, v in st["status_counts"].items() if k != "ok")
     ids = [r["source_id"] for r in a]
     tab = json.loads((T / "s0/quadruple_source_contribution.json").read_text())
     assert {k: v["count"] for k, v in tab.items()} == {s: ids.count(s) for s in ("gpt2", "llama")}
