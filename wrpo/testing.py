@@ -303,7 +303,8 @@ def paper_mini(root,            # folder that receives the checkpoints, the rewa
     cfg["target"].update(model=models["target"], backend="transformers", max_new_tokens=16)
     cfg["target"].pop("tensor_parallel_size", None)
     cfg["reward"].update(path=rm, batch_size=8)
-    cfg["build"].update(n=3, shard_size=8, max_prompt_tokens=200)
+    cfg["build"].update(n=3, shard_size=8, max_prompt_tokens=200,
+                        truncated="keep")   # random models seldom end their turn within 16 tokens: every answer would be dropped
     cfg["pipeline"]["prompts"]["path"] = str(root / "ultrafeedback_binarized")
     cfg["pipeline"]["heldout_fraction"] = 0.2
     for sec in ("sft", "common"):
