@@ -27,6 +27,8 @@ from trl.models import prepare_deepspeed
 from trl.models.utils import disable_gradient_checkpointing as _trl_disable_checkpointing
 from trl.trainer.utils import global_then_local_main_first, pad, use_adapter
 
+from .packing import (ATTENTION_MODES, WRPO_SDPA, _attn_window, head_chunk, pack_responses, scored_positions_only,
+                          use_segment_attention)
 from .data import EXTRA_FIELDS, RESPONSE_FIELDS, same_source_pairs, validate_quadruples
 from .losses import (ALPHA_CONVENTIONS, LOSS_TYPES, OBJECTIVES, SCHEDULES, SOURCE_WEIGHTINGS, ResponseTensors, alpha_at,
                          wrpo_loss)
@@ -39,7 +41,7 @@ logger = logging.get_logger(__name__)
 __all__ = ['DATA_MODES', 'logger', 'REF_COLUMNS', 'ID_COLUMNS', 'EXTRA_IDS', 'EXTRA_REF', 'SOURCE_SCORES', 'TRL_TESTED',
            'TRL_HOOKS', 'TRL_KEYWORD_ONLY', 'disable_gradient_checkpointing', 'checkpointing_field', 'device_defaults',
            'hardware_kwargs', 'WRPOConfig', 'check_trainer_args', 'NonFiniteTraining', 'FiniteGuard',
-           'DataCollatorForWRPO', 'pack_responses', 'WRPOTrainer', 'hook_problems', 'sft_train']
+           'DataCollatorForWRPO', 'WRPOTrainer', 'hook_problems', 'sft_train']
 
 # %% ../nbs/06_trainer.ipynb #8f7d8a8a
 @contextlib.contextmanager
@@ -84,7 +86,8 @@ class WRPOConfig(DPOConfig):
     log_unweighted_margins: bool = field(default=True, metadata={"help": "forward a zero-weight response without gradient to log its margin"})
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "default: on with CUDA, off on CPU"})
     padding_free: bool = field(default=True, metadata={"help": "pack sequences into rows with position_ids restarting per segment, no padding between them"})
-    share_prompt: bool = field(default=True, metadata={"help": "encode each prompt once for its three responses (4-D block mask)"})
+    share_prompt: bool = field(default=True, metadata={"help": "encode each prompt once for its responses (per-segment attention or a 4-D block mask, see `attention`)"})
+    attention: str = field(default="auto", metadata={"help": f"one of {ATTENTION_MODES}: attention per segment where the model runs SDPA ('auto'), always ('segments', an error where it cannot), or the 4-D mask ('mask'); see wrpo.packing"})
     objective: str = field(default="wrpo", metadata={"help": f"one of {OBJECTIVES}: WRPO, the authors' `sigmoid` baseline (mean of the two DPO losses), FuseChat-3.0's length-normalised DPO"})
     source_k: int | None = field(default=1, metadata={"help": "source responses per row: y_ws and up to k-1 of `extra_source_chosen` (1: the paper's y_ws alone; None: all the data has)"})
     source_weighting: str = field(default="mean", metadata={"help": f"one of {SOURCE_WEIGHTINGS}: how the k source responses' internal rewards combine"})
@@ -117,6 +120,7 @@ class WRPOConfig(DPOConfig):
             raise ValueError(f"`source_temperature` must be a finite number > 0, got {self.source_temperature}")
         if self.source_k is not None and (isinstance(self.source_k, bool) or not isinstance(self.source_k, int) or self.source_k < 1):
             raise ValueError(f"`source_k` must be an integer >= 1 (or None: every source response of a row), got {self.source_k!r}")
+        if self.attention not in ATTENTION_MODES: raise ValueError(f"`attention` must be one of {ATTENTION_MODES}, got {self.attention!r}")
         if self.data_mode not in DATA_MODES: raise ValueError(f"`data_mode` must be one of {DATA_MODES}, got {self.data_mode!r}")
         cuda = torch.cuda.is_available()
         if self.bf16 is None and not self.fp16: self.bf16 = cuda and torch.cuda.is_bf16_supported()
@@ -244,82 +248,6 @@ class DataCollatorForWRPO(DataCollatorMixin):
         if K > 1 and EXTRA_REF in examples[0]: out[EXTRA_REF] = torch.tensor([fill(ex[EXTRA_REF], K - 1) for ex in examples])
         return out
 
-# %% ../nbs/06_trainer.ipynb #2755f79f
-def _attn_window(config)->int|str|None:
-    "The sliding window every layer applies (None: none), or 'mixed' when layers differ."
-    types = set(getattr(config, "layer_types", None) or [])
-    if "sliding_attention" in types and len(types) > 1: return "mixed"
-    if types == {"full_attention"} or getattr(config, "use_sliding_window", True) is False: return None
-    w = getattr(config, "sliding_window", None)
-    return None if w is None else int(w)
-
-def _first_fit(sizes:list[int], cap:int)->list[list[int]]:
-    "Indices of `sizes` packed first-fit decreasing into bins of capacity `cap` (each size <= cap)."
-    bins, room = [], []
-    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-        j = next((j for j, r in enumerate(room) if sizes[i] <= r), None)
-        if j is None: bins.append([i]); room.append(cap - sizes[i])
-        else: bins[j].append(i); room[j] -= sizes[i]
-    return bins
-
-def pack_responses(input_ids:Tensor, # padded batch from `DataCollatorForWRPO`, shape (3b, T)
-                   attention_mask:Tensor, # shape (3b, T)
-                   completion_mask:Tensor, # shape (3b, T)
-                   parts=(0, 1, 2), # which responses to keep: 0 y_ws, 1 y_wt, 2 y_l
-                   share_prompt:bool=True, # encode each prompt once: [prompt, y_ws, y_wt, y_l] with a 4-D block mask
-                   padding_free:bool=True, # pack several units in a row (first-fit, capacity = the longest unit)
-                   mask_dtype=torch.bool, # bool (SDPA), or a float dtype: an additive mask (SDPA, eager attention)
-                   window:int|None=None, # sliding attention window to fold into the 4-D mask
-                   n_parts:int=3, # responses per example in the batch: k source responses + y_wt + y_l
-                  )->dict:
-    "Repack a padded WRPO batch: each prompt once (`share_prompt`) and no padding between units (`padding_free`)."
-    if not (share_prompt or padding_free): raise ValueError("nothing to repack: the padded batch is the layout")
-    if input_ids.size(0) % n_parts: raise ValueError(f"a batch of {input_ids.size(0)} rows does not hold {n_parts} responses per example")
-    b = input_ids.size(0) // n_parts
-    dev = input_ids.device
-    lens, plen, ids = attention_mask.sum(1).tolist(), (attention_mask - completion_mask).sum(1).tolist(), input_ids.tolist()
-    units = []   # (tokens, positions, labels, segment, group); one per example (shared prompt) or per sequence
-    for i in range(b):
-        P = plen[i]; prompt = ids[i][:P]
-        unit = [[], [], [], [], []]
-        if share_prompt:   # prompt[:-1] once; each response starts with a copy of the last prompt token (it predicts the response's first token)
-            unit = [prompt[:-1], list(range(P - 1)), [-100] * (P - 1), [-1] * (P - 1), [0] * (P - 1)]
-        for j, k in enumerate(parts):
-            r = k * b + i; resp = ids[r][P:lens[r]]
-            head = prompt[-1:] if share_prompt else prompt
-            start = P - len(head) if share_prompt else 0
-            n = len(head) + len(resp)
-            seg = [head + resp, list(range(start, start + n)), [-100] * len(head) + resp, [-1] * len(head) + [j * b + i] * len(resp), [1 + j] * n]
-            seg[2][0], seg[3][0] = -100, -1   # a segment's first token is never scored (empty prompt: as in the padded batch)
-            if share_prompt:
-                for u, s in zip(unit, seg): u += s
-            else: units.append(seg)
-        if share_prompt: units.append(unit)
-    sizes = [len(u[0]) for u in units]
-    bins = _first_fit(sizes, max(sizes)) if padding_free else [[i] for i in range(len(units))]
-    L = max(sum(sizes[i] for i in bn) for bn in bins)
-    rows = {k: [] for k in ("input_ids", "position_ids", "labels", "segment", "group", "unit")}
-    for bn in bins:
-        row = [sum((units[i][f] for i in bn), []) for f in range(5)] + [sum(([i] * sizes[i] for i in bn), [])]
-        pad = L - len(row[0])
-        for k, x, v in zip(rows, row, (0, None, -100, -1, 0, -1)):
-            rows[k].append(x + (list(range(pad)) if v is None else [v] * pad))   # padding: a segment of its own from position 0
-    out = {k: torch.tensor(v, dtype=torch.long, device=dev) for k, v in rows.items()}
-    unit, group = out.pop("unit"), out.pop("group")
-    out["attention_mask"] = None   # padding_free without a shared prompt: transformers reads the segments from position_ids
-    if share_prompt:
-        idx = torch.arange(L, device=dev)
-        same = unit[:, :, None] == unit[:, None, :]
-        m = (idx[None, None, :] <= idx[None, :, None]) & same & ((group[:, :, None] == group[:, None, :]) | (group[:, None, :] == 0))
-        if window is not None:
-            p = out["position_ids"]; m &= (p[:, :, None] - p[:, None, :]) < window
-        m = m[:, None]
-        if mask_dtype != torch.bool: m = torch.zeros(m.shape, dtype=mask_dtype, device=dev).masked_fill(~m, torch.finfo(mask_dtype).min)
-        out["attention_mask"] = m
-    out["n"] = len(parts) * b
-    return out
-
-
 # %% ../nbs/06_trainer.ipynb #fd1bb67c
 def _n_sources(train_dataset, eval_dataset, args)->int:
     "k: source responses per row the run uses, the most any row has (y_ws + `extra_source_chosen`), capped by `args.source_k`."
@@ -380,6 +308,7 @@ class WRPOTrainer(DPOTrainer):
                              eval_dataset=eval_dataset, processing_class=processing_class, peft_config=peft_config, **kwargs)
         finally: args.padding_free = padding_free
         if self._simpo: self.precompute_ref_logps = False
+        self._layout(self.model)   # attention='segments' on a model that cannot: fail now, not at the first step
         self.add_callback(FiniteGuard("WRPO training"))
 
 # %% ../nbs/06_trainer.ipynb #df399d71
@@ -453,7 +382,7 @@ def _seq_logps(self:WRPOTrainer, model, input_ids, attention_mask, completion_ma
     "Summed completion log-probs, per-token log-probs and completion lengths of each row."
     labels = input_ids.masked_fill(completion_mask == 0, -100)
     ctx = contextlib.nullcontext() if grad else torch.no_grad()
-    with ctx:
+    with ctx, scored_positions_only(head_chunk(input_ids.device)):
         out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False, fused_lm_head=True)
     shift = completion_mask[:, 1:]
     tok_logps = out.log_probs[:, -shift.size(1):]
@@ -461,15 +390,22 @@ def _seq_logps(self:WRPOTrainer, model, input_ids, attention_mask, completion_ma
 
 @patch
 def _layout(self:WRPOTrainer, model)->dict|None:
-    "`pack_responses` options for `model`, or None for the padded batch."
+    "`pack_responses` options for `model` (`mask_dtype` None: per-segment attention), or None for the padded batch; switches an SDPA model to `WRPO_SDPA`."
     a = self.args
-    cfg = self.accelerator.unwrap_model(model).config
-    impl, window = getattr(cfg, "_attn_implementation", None), _attn_window(cfg)
-    share = a.share_prompt and impl in ("sdpa", "eager") and window != "mixed"   # 4-D masks: SDPA and eager only
+    unwrapped = self.accelerator.unwrap_model(model)
+    cfg = unwrapped.config
+    window = _attn_window(cfg)
+    segments = a.attention != "mask" and (a.share_prompt or a.padding_free) and use_segment_attention(unwrapped)
+    impl = getattr(cfg, "_attn_implementation", None)
+    if a.attention == "segments" and not segments:
+        raise ValueError(f"attention='segments' needs a model that runs SDPA (attn_implementation='sdpa') without layers that mix sliding "
+                         f"and full attention, and share_prompt or padding_free; this one runs {impl!r} (use attention='auto' or 'mask')")
+    if segments: return dict(share_prompt=a.share_prompt, padding_free=a.padding_free, mask_dtype=None, window=window)
+    share = a.share_prompt and impl in ("sdpa", "eager", WRPO_SDPA) and window != "mixed"   # 4-D masks: SDPA and eager only
     if not (share or a.padding_free): return None
     # an additive float mask: SDPA's CPU kernel converts a bool mask to float in every layer (and keeps each copy for
     # backward); under mixed precision the query dtype differs from the parameters', so bool there
-    mixed = impl == "sdpa" and (a.bf16 or a.fp16)
+    mixed = impl in ("sdpa", WRPO_SDPA) and (a.bf16 or a.fp16)
     dtype = torch.bool if mixed else next(model.parameters()).dtype
     return dict(share_prompt=share, padding_free=a.padding_free, mask_dtype=dtype, window=window if share else None)
 
@@ -488,9 +424,10 @@ def _forward_logps(self:WRPOTrainer, model, inputs, parts=None, grad=True):
         logps, lens, out, _ = self._seq_logps(model, ids, att, cm, grad=grad)
         return logps, lens, out
     pk = pack_responses(ids, att, cm, parts=tuple(parts), n_parts=n_parts, **layout)
-    with contextlib.nullcontext() if grad else torch.no_grad():
+    spans = dict(wrpo_spans=(pk["spans"], layout["window"])) if layout["mask_dtype"] is None else {}
+    with contextlib.nullcontext() if grad else torch.no_grad(), scored_positions_only(head_chunk(ids.device)):
         out = model(input_ids=pk["input_ids"], attention_mask=pk["attention_mask"], position_ids=pk["position_ids"],
-                    labels=pk["labels"], use_cache=False, fused_lm_head=True)
+                    labels=pk["labels"], use_cache=False, fused_lm_head=True, **spans)
     seg = pk["segment"][:, 1:]; tok = out.log_probs[:, -seg.size(1):]; keep = seg >= 0
     logps = tok.new_zeros(pk["n"], dtype=torch.float64).index_add(0, seg[keep], tok[keep].double()).to(tok.dtype)
     return logps, torch.bincount(seg[keep], minlength=pk["n"]), out
