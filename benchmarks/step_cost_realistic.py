@@ -12,6 +12,8 @@ Methods, each in its own worker process:
   wrpo         WRPOTrainer, dynamic alpha (y_ws, y_wt, y_l), default layout (shared prompt, padding-free)
   wrpo_dpo     WRPOTrainer, static alpha = 0, log_unweighted_margins=False (our DPO path: y_ws never forwarded), default layout
   trl_dpo      trl's DPOTrainer (sigmoid loss) on (y_wt, y_l)
+  wrpo_mask    (optional, --methods) WRPOTrainer with attention="mask": the shared-prompt rows under the dense 4-D mask
+               (before per-segment attention)
   wrpo_padded  (optional, --methods) WRPOTrainer with share_prompt=False, padding_free=False: the previous padded batch
 
 Timing: the parent drives the workers round-robin, one optimiser step at a time (workers are started one after the other; between steps each
@@ -68,15 +70,24 @@ def worker(a):
     model = AutoModelForCausalLM.from_config(LlamaConfig(max_position_embeddings=2048, pad_token_id=0, **shape), attn_implementation="sdpa")
     common = dict(max_steps=a.steps + a.warmup, per_device_train_batch_size=a.batch, logging_steps=10**6, learning_rate=1e-5,
                   max_length=None, precompute_ref_log_probs=True, precompute_ref_batch_size=a.batch)
+    from wrpo.trainer import checkpointing_field
+    ckpt = a.checkpointing == "on"   # the same for every method (trl's DPOConfig turns it on by default, WRPOConfig only with CUDA)
+    common.update({checkpointing_field(): ckpt, **({"gradient_checkpointing": ckpt} if checkpointing_field() != "gradient_checkpointing" else {})})
     libc = ctypes.CDLL("libc.so.6")
+    def hwm_bytes():   # the process's resident high-water mark (VmHWM); reset with /proc/self/clear_refs
+        with open("/proc/self/status") as f: return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM"))
     class Gate(TrainerCallback):   # one step per "go" from the parent
-        def on_train_begin(self, *args, **kw): self.base = rss_bytes()
+        def on_train_begin(self, *args, **kw): self.base, self.hwm, self.steps = rss_bytes(), hwm_bytes(), []
         def on_step_begin(self, *args, **kw):
             print("WAIT", flush=True)
             while sys.stdin.readline().strip() != "go": libc.malloc_trim(0)   # "trim": after the reference pass
+            self.hwm = max(self.hwm, hwm_bytes())
+            with open("/proc/self/clear_refs", "w") as f: f.write("5")   # the step's own peak from here
+            self.s0 = rss_bytes()
             self.t = time.perf_counter()
         def on_step_end(self, *args, **kw):
             print(f"STEP {time.perf_counter() - self.t:.6f}", flush=True)
+            h = hwm_bytes(); self.hwm = max(self.hwm, h); self.steps.append(h - self.s0)
             libc.malloc_trim(0)   # untimed: hand freed activations back to the OS, so idle workers do not hold a step's peak
     gate = Gate()
     if name == "trl_dpo":
@@ -87,8 +98,9 @@ def worker(a):
         tr = TokenizedDPO(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[gate])
         useful = statistics.mean(len(r["prompt_ids"]) + len(r["target_chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
     else:
-        kw = dict(alpha=0.5) if name in ("wrpo", "wrpo_padded") else dict(alpha=0.0, alpha_schedule="static", log_unweighted_margins=False)
+        kw = dict(alpha=0.5) if name in ("wrpo", "wrpo_mask", "wrpo_padded") else dict(alpha=0.0, alpha_schedule="static", log_unweighted_margins=False)
         if name == "wrpo_padded": kw.update(share_prompt=False, padding_free=False)
+        if name == "wrpo_mask": kw.update(attention="mask")
         tr = WRPOTrainer(model=model, args=cpu_args(WRPOConfig, **common, **kw), train_dataset=Dataset.from_list(rows),
                          processing_class=tok, callbacks=[gate])
         cols = ["source_chosen_ids", "target_chosen_ids", "rejected_ids"][1 if name == "wrpo_dpo" else 0:]
@@ -96,9 +108,11 @@ def worker(a):
     cuda = torch.cuda.is_available()
     if cuda: torch.cuda.reset_peak_memory_stats()
     tr.train()
-    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = torch.cuda.max_memory_allocated() if cuda else max(gate.hwm, hwm_bytes())
+    step_peak = statistics.median(gate.steps[a.warmup:]) if not cuda else None   # above the RSS at the step's start (weights, gradients, Adam state in it)
     print("RESULT " + json.dumps({"useful_tokens_per_step": a.batch * useful, "peak_mb": peak / 2**20,
                                   "peak_above_start_mb": (peak - (0 if cuda else gate.base)) / 2**20,
+                                  "step_rise_mb": None if step_peak is None else step_peak / 2**20,
                                   "params": model.num_parameters()}), flush=True)
 
 def run_shape(shape, a):
@@ -111,7 +125,7 @@ def run_shape(shape, a):
             if line.startswith(prefix): return line
     for m in a.methods:   # start one at a time: the reference passes do not overlap
         cmd = [sys.executable, __file__, "--worker", m, "--shape", shape, "--steps", str(a.steps), "--warmup", str(a.warmup),
-               "--batch", str(a.batch), "--threads", str(a.threads)]
+               "--batch", str(a.batch), "--threads", str(a.threads), "--checkpointing", a.checkpointing]
         procs[m] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         until(procs[m], "WAIT")
         procs[m].stdin.write("trim\n"); procs[m].stdin.flush()
@@ -135,27 +149,40 @@ def main():
     p.add_argument("--shapes", default="toy,smol135m"); p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--steps", type=int, default=3); p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--batch", type=int, default=8); p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--checkpointing", choices=("off", "on"), default=None,
+                   help="activation checkpointing for every method (default: on with CUDA, off on a CPU, as WRPOConfig)")
     p.add_argument("--worker", default=None); p.add_argument("--shape", default=None)
     a = p.parse_args()
+    if a.checkpointing is None:
+        import torch
+        a.checkpointing = "on" if torch.cuda.is_available() else "off"
     if a.worker: return worker(a)
     a.methods = a.methods.split(",")
     import torch
-    print(f"torch {torch.__version__}, {a.threads} threads, batch {a.batch}, {a.steps} timed steps after {a.warmup} warm-up; "
+    print(f"torch {torch.__version__}, {a.threads} threads, batch {a.batch}, activation checkpointing {a.checkpointing} (all methods), "
+          f"{a.steps} timed steps after {a.warmup} warm-up; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"lengths: prompt 50-300, y_wt/y_l 100-300, y_ws 1.5-3x")
     lines = []
     for shape in a.shapes.split(","):
         res = run_shape(shape, a)
         print(f"{shape}: {res[a.methods[0]]['params']/1e6:.1f}M params")
-        print(f"{'method':<12} {'step s':>8} {'useful tok/step':>16} {'useful tok/s':>13} {'peak MB':>9} {'above start MB':>15}")
+        print(f"{'method':<12} {'step s':>8} {'useful tok/step':>16} {'useful tok/s':>13} {'peak MB':>9} {'above start MB':>15} {'step rise MB':>13}")
         for m, r in res.items():
-            print(f"{m:<12} {r['step_s']:>8.2f} {r['useful_tokens_per_step']:>16.0f} {r['tokens_per_s']:>13.0f} {r['peak_mb']:>9.0f} {r['peak_above_start_mb']:>15.0f}")
+            print(f"{m:<12} {r['step_s']:>8.2f} {r['useful_tokens_per_step']:>16.0f} {r['tokens_per_s']:>13.0f} {r['peak_mb']:>9.0f} "
+                  f"{r['peak_above_start_mb']:>15.0f} {r['step_rise_mb'] or 0:>13.0f}")
         w, t = res["wrpo"], res["trl_dpo"]
-        out = {"shape": shape, "wrpo_over_trl_dpo_step": round(w["step_s"] / t["step_s"], 3),
+        out = {"shape": shape, "batch": a.batch, "checkpointing": a.checkpointing, "wrpo_over_trl_dpo_step": round(w["step_s"] / t["step_s"], 3),
                "wrpo_over_own_dpo_step": round(w["step_s"] / res["wrpo_dpo"]["step_s"], 3) if "wrpo_dpo" in res else None,
                "wrpo_over_trl_dpo_tokens_per_s": round(w["tokens_per_s"] / t["tokens_per_s"], 3),
                "wrpo_over_trl_dpo_peak_mem": round(w["peak_mb"] / t["peak_mb"], 3)}
-        if "wrpo_padded" in res: out["wrpo_padded_over_trl_dpo_step"] = round(res["wrpo_padded"]["step_s"] / t["step_s"], 3)
+        if "wrpo_dpo" in res:
+            out["own_dpo_over_trl_dpo_step"] = round(res["wrpo_dpo"]["step_s"] / t["step_s"], 3)
+            out["own_dpo_over_trl_dpo_peak_mem"] = round(res["wrpo_dpo"]["peak_mb"] / t["peak_mb"], 3)
+        out["wrpo_peak_rss_mb" if not torch.cuda.is_available() else "wrpo_peak_mb"] = round(w["peak_mb"])
+        for m in ("wrpo_mask", "wrpo_padded"):
+            if m in res: out[f"{m}_over_trl_dpo_step"] = round(res[m]["step_s"] / t["step_s"], 3)
         lines.append(json.dumps(out))
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for l in lines: print(l)
 
 if __name__ == "__main__": main()
