@@ -1,7 +1,8 @@
 """The GPU check (scripts/gpu_check.sh): WRPO and DPO steps of random-initialised models of real shapes (built from configs,
 nothing downloaded) in bf16 with gradient checkpointing and precomputed reference log-probs, then the same WRPO run under
 DeepSpeed ZeRO-3 on one GPU through `accelerate launch` and the shipped config. Prints one JSON line: step time, useful
-tokens/s and peak memory per shape and method. `--smoke` runs a tiny shape on the CPU (checks the script, measures nothing)."""
+tokens/s and peak memory per shape and method, and the attention layouts of `benchmarks/attention_layouts.py` (the dense
+mask, per-segment SDPA, compiled FlexAttention). `--smoke` runs a tiny shape on the CPU (checks the script, measures nothing)."""
 import argparse, json, os, random, subprocess, sys, tempfile, time
 import torch
 
@@ -77,6 +78,12 @@ def main():
     p = subprocess.run(cmd, capture_output=True, text=True)
     line = next((l for l in p.stdout.splitlines() if l.startswith("CHILD ")), None)
     out["zero3_1gpu"] = {shapes[0]: json.loads(line[6:])} if line else dict(error=(p.stderr or p.stdout)[-1500:])
+    # attention of shared-prompt rows: dense 4-D mask vs per-segment SDPA (the default) vs compiled FlexAttention
+    bench = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "attention_layouts.py")
+    p = subprocess.run([sys.executable, bench, "--batch", *(["2"] if a.smoke else ["2", "8"]), "--repeats", "1" if a.smoke else "3"],
+                       capture_output=True, text=True)
+    lines = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    out["attention"] = lines if lines else dict(error=(p.stderr or p.stdout)[-1500:])
     print(json.dumps(out))
 
 if __name__ == "__main__": main()
