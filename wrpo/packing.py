@@ -6,7 +6,7 @@ Docs: https://wrpo-dev.github.io/wrpo/packing.html.md"""
 
 # %% ../nbs/06a_packing.ipynb #4d8c2f91
 from __future__ import annotations
-import contextlib, inspect
+import contextlib, functools, inspect
 
 import torch
 import torch.nn.functional as F
@@ -15,11 +15,11 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-ATTENTION_MODES = ("auto", "segments", "mask")
+ATTENTION_MODES = ("auto", "segments", "mask", "flex")
 
 # %% auto #0
-__all__ = ['ATTENTION_MODES', 'WRPO_SDPA', 'CPU_VOCAB_CHUNK', 'pack_responses', 'segment_attention', 'use_segment_attention',
-           'scored_positions_only', 'head_chunk']
+__all__ = ['ATTENTION_MODES', 'WRPO_SDPA', 'CPU_VOCAB_CHUNK', 'pack_responses', 'segment_attention', 'flex_block_mask',
+           'use_segment_attention', 'scored_positions_only', 'head_chunk']
 
 # %% ../nbs/06a_packing.ipynb #09b38ba4
 def _attn_window(config)->int|str|None:
@@ -115,11 +115,14 @@ def _visible(nq:int, nk:int, window:int|None, device)->Tensor:
 
 def segment_attention(module, query:Tensor, key:Tensor, value:Tensor, attention_mask:Tensor|None, dropout:float=0.0,
                       scaling:float|None=None, wrpo_spans:tuple|None=None, **kwargs):
-    "transformers' SDPA attention, or with `wrpo_spans=(spans, window)` from `pack_responses` attention per unit: the prompt causally, each segment over the prompt and itself"
+    "transformers' SDPA attention; with `wrpo_spans=(spans, window)` from `pack_responses` attention per unit (the prompt causally, each segment over the prompt and itself); with `(spans, window, block_mask)` FlexAttention under `flex_block_mask`"
     if wrpo_spans is None: return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     if kwargs.get("softcap") is not None or getattr(module, "sinks", None) is not None:
         raise ValueError("segment attention does not support logit soft-capping or attention sinks: train with attention='mask'")
-    spans, window = wrpo_spans
+    spans, window, *block_mask = wrpo_spans
+    if block_mask and block_mask[0] is not None:   # FlexAttention: one call per layer, the masked blocks skipped (compiled on CUDA)
+        out = _flex(query.device.type)(query, key, value, block_mask=block_mask[0], scale=scaling, enable_gqa=key.size(1) != query.size(1))
+        return out.transpose(1, 2).contiguous(), None
     if len(spans) != query.size(0): raise ValueError(f"wrpo_spans: {len(spans)} rows of spans for a batch of {query.size(0)} rows")
     kw = dict(dropout_p=dropout, scale=scaling, enable_gqa=key.size(1) != query.size(1))
     att = lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=m is None, **kw)
@@ -143,6 +146,30 @@ def segment_attention(module, query:Tensor, key:Tensor, value:Tensor, attention_
         if t < L: parts.append(query.new_zeros(1, query.size(1), L - t, value.size(-1)))   # row-end padding: scored nowhere
         rows.append(torch.cat(parts, 2))
     return torch.cat(rows).transpose(1, 2).contiguous(), None
+
+@functools.lru_cache(None)
+def _flex(device_type:str):
+    "torch's flex_attention, compiled on CUDA (unfused and forward-only elsewhere in torch 2.13)"
+    from torch.nn.attention.flex_attention import flex_attention
+    return torch.compile(flex_attention) if device_type == "cuda" else flex_attention
+
+def flex_block_mask(spans:list, # `pack_responses(...)["spans"]`
+                    L:int,      # the packed rows' length
+                    window:int|None=None, # sliding attention window
+                    device="cpu"):
+    "FlexAttention's BlockMask for packed rows: a token sees the earlier tokens of its own segment and of its unit's prompt (row-end padding: the padding before it)"
+    from torch.nn.attention.flex_attention import create_block_mask
+    R = len(spans)
+    unit, group, pos = torch.full((R, L), -1, dtype=torch.long), torch.zeros((R, L), dtype=torch.long), torch.arange(L).repeat(R, 1)
+    for r, units in enumerate(spans):
+        for i, (u0, P0, segs) in enumerate(units):
+            unit[r, u0:segs[-1][1] if segs else u0 + P0] = i; pos[r, u0:u0 + P0] = torch.arange(P0)
+            for j, (a, e) in enumerate(segs): group[r, a:e] = j + 1; pos[r, a:e] = torch.arange(P0, P0 + e - a)
+    unit, group, pos = (x.to(device) for x in (unit, group, pos))
+    def mask_mod(b, h, q, k):
+        m = (unit[b, q] == unit[b, k]) & (k <= q) & ((group[b, q] == group[b, k]) | (group[b, k] == 0))
+        return m if window is None else m & (pos[b, q] - pos[b, k] < window)
+    return create_block_mask(mask_mod, R, None, L, L, device=device)
 
 AttentionInterface.register(WRPO_SDPA, segment_attention)
 AttentionMaskInterface.register(WRPO_SDPA, sdpa_mask)   # called without `wrpo_spans` (evaluation, generation) it is SDPA, masks included

@@ -27,8 +27,8 @@ from trl.models import prepare_deepspeed
 from trl.models.utils import disable_gradient_checkpointing as _trl_disable_checkpointing
 from trl.trainer.utils import global_then_local_main_first, pad, use_adapter
 
-from .packing import (ATTENTION_MODES, WRPO_SDPA, _attn_window, head_chunk, pack_responses, scored_positions_only,
-                          use_segment_attention)
+from .packing import (ATTENTION_MODES, WRPO_SDPA, _attn_window, flex_block_mask, head_chunk, pack_responses,
+                          scored_positions_only, use_segment_attention)
 from .data import EXTRA_FIELDS, RESPONSE_FIELDS, same_source_pairs, validate_quadruples
 from .losses import (ALPHA_CONVENTIONS, LOSS_TYPES, OBJECTIVES, SCHEDULES, SOURCE_WEIGHTINGS, ResponseTensors, alpha_at,
                          wrpo_loss)
@@ -87,7 +87,7 @@ class WRPOConfig(DPOConfig):
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "default: on with CUDA, off on CPU"})
     padding_free: bool = field(default=True, metadata={"help": "pack sequences into rows with position_ids restarting per segment, no padding between them"})
     share_prompt: bool = field(default=True, metadata={"help": "encode each prompt once for its responses (per-segment attention or a 4-D block mask, see `attention`)"})
-    attention: str = field(default="auto", metadata={"help": f"one of {ATTENTION_MODES}: attention per segment where the model runs SDPA ('auto'), always ('segments', an error where it cannot), or the 4-D mask ('mask'); see wrpo.packing"})
+    attention: str = field(default="auto", metadata={"help": f"one of {ATTENTION_MODES}: attention per segment where the model runs SDPA ('auto'), always ('segments', an error where it cannot), the 4-D mask ('mask'), or FlexAttention with a block mask ('flex', CUDA only); see wrpo.packing"})
     objective: str = field(default="wrpo", metadata={"help": f"one of {OBJECTIVES}: WRPO, the authors' `sigmoid` baseline (mean of the two DPO losses), FuseChat-3.0's length-normalised DPO"})
     source_k: int | None = field(default=1, metadata={"help": "source responses per row: y_ws and up to k-1 of `extra_source_chosen` (1: the paper's y_ws alone; None: all the data has)"})
     source_weighting: str = field(default="mean", metadata={"help": f"one of {SOURCE_WEIGHTINGS}: how the k source responses' internal rewards combine"})
@@ -308,6 +308,9 @@ class WRPOTrainer(DPOTrainer):
                              eval_dataset=eval_dataset, processing_class=processing_class, peft_config=peft_config, **kwargs)
         finally: args.padding_free = padding_free
         if self._simpo: self.precompute_ref_logps = False
+        if args.attention == "flex" and self.accelerator.device.type != "cuda":
+            raise ValueError(f"attention='flex' trains with FlexAttention, which has no backward on {self.accelerator.device.type!r} in torch "
+                             f"{torch.__version__.split('+')[0]}: use it with CUDA (attention='auto' attends per segment on any device)")
         self._layout(self.model)   # attention='segments' on a model that cannot: fail now, not at the first step
         self.add_callback(FiniteGuard("WRPO training"))
 
@@ -397,8 +400,8 @@ def _layout(self:WRPOTrainer, model)->dict|None:
     window = _attn_window(cfg)
     segments = a.attention != "mask" and (a.share_prompt or a.padding_free) and use_segment_attention(unwrapped)
     impl = getattr(cfg, "_attn_implementation", None)
-    if a.attention == "segments" and not segments:
-        raise ValueError(f"attention='segments' needs a model that runs SDPA (attn_implementation='sdpa') without layers that mix sliding "
+    if a.attention in ("segments", "flex") and not segments:
+        raise ValueError(f"attention={a.attention!r} needs a model that runs SDPA (attn_implementation='sdpa') without layers that mix sliding "
                          f"and full attention, and share_prompt or padding_free; this one runs {impl!r} (use attention='auto' or 'mask')")
     if segments: return dict(share_prompt=a.share_prompt, padding_free=a.padding_free, mask_dtype=None, window=window)
     share = a.share_prompt and impl in ("sdpa", "eager", WRPO_SDPA) and window != "mixed"   # 4-D masks: SDPA and eager only
@@ -424,7 +427,8 @@ def _forward_logps(self:WRPOTrainer, model, inputs, parts=None, grad=True):
         logps, lens, out, _ = self._seq_logps(model, ids, att, cm, grad=grad)
         return logps, lens, out
     pk = pack_responses(ids, att, cm, parts=tuple(parts), n_parts=n_parts, **layout)
-    spans = dict(wrpo_spans=(pk["spans"], layout["window"])) if layout["mask_dtype"] is None else {}
+    flex = flex_block_mask(pk["spans"], pk["input_ids"].size(1), layout["window"], ids.device) if self.args.attention == "flex" else None
+    spans = dict(wrpo_spans=(pk["spans"], layout["window"], flex)) if layout["mask_dtype"] is None else {}
     with contextlib.nullcontext() if grad else torch.no_grad(), scored_positions_only(head_chunk(ids.device)):
         out = model(input_ids=pk["input_ids"], attention_mask=pk["attention_mask"], position_ids=pk["position_ids"],
                     labels=pk["labels"], use_cache=False, fused_lm_head=True, **spans)
