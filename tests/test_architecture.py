@@ -7,7 +7,7 @@ import wrpo
 
 PKG = Path(wrpo.__file__).parent
 LAYERS = [   # lowest first; a module imports only from its own layer or those above it in this list
-    ["files", "stats", "losses", "selection", "judge_models", "data", "models", "packing"],   # foundations: files, statistics, the objective, schema, batch layouts
+    ["files", "workers", "stats", "losses", "selection", "judge_models", "data", "models", "packing"],   # foundations: files, statistics, the objective, schema, batch layouts
     ["trainer"],                                   # trl's DPOTrainer extended to the quadruple (and its argument checks)
     ["config"],                                    # the typed config: loading, base:, overrides, validation (builds trainer configs once)
     ["prompts", "sampling", "rewards", "evaluate", "judge", "arena_hard_v2", "benchmarks", "scores", "reporting"],   # components

@@ -47,10 +47,10 @@ def world(tmp_path_factory):
     return T
 
 
-def _cmd(T, out):
+def _cmd(T, out, *extra):
     code = ("import sys; from wrpo.cli import main; "
             f"sys.exit(main(['build', {str(T / 'cfg.yaml')!r}, '--prompts', {str(T / 'prompts.jsonl')!r}, "
-            f"'--out', {str(out)!r}, '--target-model', {str(T / 'target')!r}]))")
+            f"'--out', {str(out)!r}, '--target-model', {str(T / 'target')!r}, *{list(extra)!r}]))")
     env = dict(os.environ, PYTHONPATH=f"{T}{os.pathsep}{ROOT}", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1")
     return [sys.executable, "-c", code], env
@@ -144,3 +144,63 @@ def test_cli_shards_and_merge(world, monkeypatch, capsys):
     ids = [r["source_id"] for r in a]
     tab = json.loads((T / "s0/quadruple_source_contribution.json").read_text())
     assert {k: v["count"] for k, v in tab.items()} == {s: ids.count(s) for s in ("gpt2", "llama")}
+
+
+def _ref(T):
+    "The uninterrupted one-process build of the world (built once per module)"
+    if not (T / "ref" / "stats.json").exists(): _run(T, T / "ref")
+    return _snapshot(T / "ref")
+
+
+def _claims(out):
+    "shard lock file -> its audit trail [(claimed|written, pid), ...]"
+    from wrpo.workers import claim_log
+    return {f.name: claim_log(f) for f in sorted((out / ".workers" / "claims").glob("*.lock"))}
+
+
+def test_two_workers_write_the_bytes_one_process_writes(world):
+    "build.workers: 2 on this CPU: every stage in two worker processes (half the threads each), the same data to the byte"
+    T = world
+    ref = _ref(T)
+    cmd, env = _cmd(T, T / "w2", "-o", "build.workers=2")
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _snapshot(T / "w2") == ref
+    logs = _claims(T / "w2")
+    stages = ("samples-gpt2", "samples-llama", "scored", "target_samples", "targets")
+    assert {k.rsplit("-", 1)[0] for k in logs} == set(stages)
+    assert all([w for w, _ in l] == ["claimed", "written"] for l in logs.values()), logs   # every shard written once
+    for s in stages:   # two workers per stage (new processes per stage), both wrote shards of the larger stages
+        pids = {l[1][1] for k, l in logs.items() if k.rsplit("-", 1)[0] == s}
+        assert 1 <= len(pids) <= 2
+        assert len(sorted((T / "w2/.workers/logs").glob(f"{s}-w*.log"))) == 2
+    assert len({l[1][1] for l in logs.values()}) >= 6   # 5 stages x 2 workers: most wrote something
+
+
+def test_a_killed_worker_loses_and_duplicates_nothing(world):
+    "SIGKILL one of two workers while it holds a shard: the other takes the shard over, the build finishes with the same data"
+    T = world
+    ref = _ref(T)
+    out = T / "wkill"
+    cmd, env = _cmd(T, out, "-o", "build.workers=2")
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = shard = None
+    t0 = time.time()
+    try:
+        while victim is None and p.poll() is None and time.time() - t0 < 300:
+            for name, log in _claims(out).items() if (out / ".workers" / "claims").exists() else ():
+                if log and log[-1][0] == "claimed" and log[-1][1] != p.pid and name.startswith("samples-llama"):
+                    victim, shard = log[-1][1], name
+                    os.kill(victim, signal.SIGKILL); break
+            time.sleep(0.005)
+        _, err = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None: p.kill()
+    assert victim is not None, "no worker was caught holding a shard"
+    assert p.returncode == 0, err[-3000:]
+    assert f"was killed by signal 9" in err and f"PID {victim}" in err   # said, not silent
+    assert _snapshot(out) == ref                                           # nothing lost, nothing changed
+    log = _claims(out)[shard]
+    assert log[0] == ("claimed", victim) and [w for w, _ in log] == ["claimed", "claimed", "written"], log   # taken over
+    assert log[2][1] != victim
+    assert all([w for w, _ in l].count("written") == 1 for l in _claims(out).values())   # no shard written twice

@@ -6,7 +6,7 @@ Docs: https://wrpo-dev.github.io/wrpo/build.html.md"""
 
 # %% ../nbs/05_build.ipynb #1ad10e68
 from __future__ import annotations
-import argparse, csv, hashlib, json, logging, os, shutil, time
+import argparse, csv, hashlib, json, logging, os, shutil, sys, time
 from dataclasses import asdict, replace
 from pathlib import Path
 from tqdm.auto import tqdm
@@ -17,13 +17,15 @@ from .files import atomic_write_text, atomic_write_json, write_jsonl, read_jsonl
 from .sampling import load_sampler, derive_seed
 from .selection import select_same_source, select_source, select_target, source_contribution
 from .rewards import load_scorer, Scorer, CallableScorer
+from .workers import claimed, device_groups, log_tail, run_workers, worker_count
 
 logger = logging.getLogger("wrpo.build")
 
 # %% auto #0
 __all__ = ['logger', 'REUSE_COLUMNS', 'NOT_CONTENT', 'STAGES', 'prompt_key', 'prepare_prompts', 'split_prompts', 'build_dir',
            'parse_shard', 'content_settings', 'BuildDir', 'build_sources', 'write_contribution', 'write_sft',
-           'build_targets', 'truncation_counts', 'merge_shards', 'build', 'add_build_args', 'run_build', 'build_cli']
+           'build_targets', 'stage_workers', 'build_worker', 'truncation_counts', 'merge_shards', 'build',
+           'add_build_args', 'run_build', 'build_cli']
 
 # %% ../nbs/05_build.ipynb #cd094cff
 REUSE_COLUMNS = ("all_generated_responses", "all_rm_scores")
@@ -95,7 +97,7 @@ def content_settings(cfg:Config, # a validated config
                     )->dict:
     "The config entries that determine the data (a change in any of them makes a different build)."
     src = [{k: v for k, v in asdict(s).items() if k not in NOT_CONTENT} for s in cfg.sources]
-    b = {k: v for k, v in asdict(cfg.build).items() if k not in ("jsonl", "reuse_target_samples")
+    b = {k: v for k, v in asdict(cfg.build).items() if k not in ("jsonl", "reuse_target_samples", "workers")
          and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}   # at their defaults, later knobs leave earlier builds valid
     r = {k: v for k, v in asdict(cfg.reward).items() if k not in ("device", "batch_size")}
     return dict(sources=src, reward=r, build=b)
@@ -117,6 +119,13 @@ class BuildDir:
                   )->Path:
         "The file of shard `j` of `stage`: <stage>[/<source>]/shard-0000j.jsonl"
         return self.path(stage, *([source] if source else []), f"shard-{j:05d}.jsonl")
+    def claim_file(self,
+                   stage:str, # as for `shard_file`
+                   j:int, # shard index
+                   source:str|None=None, # as for `shard_file`
+                  )->Path:
+        "The lock file a worker holds while it writes shard `j` of `stage` (`wrpo.workers.claimed`); it keeps who claimed and wrote it"
+        return self.path(".workers", "claims", f"{stage}{'-' + source if source else ''}-{j:05d}.lock")
     @property
     def manifest(self)->dict:
         "The manifest (prompts fingerprint, shard layout, content settings)"
@@ -187,7 +196,8 @@ def _sample_shards(bd: BuildDir, stage: str, spec: ModelSpec, n: int, shards: di
     sampler, reuse = None, reuse or {}
     bar = _progress(f"{stage}:{spec.name}", sum(len(v) for v in todo.values()))
     try:
-        for j, ids in sorted(todo.items()):
+        for j in claimed(sorted(todo), lambda j: bd.shard_file(stage, j, sub).exists(), lambda j: bd.claim_file(stage, j, sub)):
+            ids = todo[j]
             rows = {pid: {"prompt_id": pid, "texts": reuse[prompts[pid]["key"]]["texts"][:n], "status": "reused",
                           **{k: v[:n] for k, v in reuse[prompts[pid]["key"]].items() if k != "texts"}}
                     for pid in ids if len(reuse.get(prompts[pid]["key"], {}).get("texts", [])) >= n}
@@ -248,7 +258,8 @@ def _score_sources(bd: BuildDir, cfg: Config, shards: dict, prompts: dict, score
     todo = {j: ids for j, ids in shards.items() if not bd.shard_file("scored", j).exists()}
     bar = _progress("score:sources", sum(len(v) for v in todo.values()))
     try:
-        for j, ids in sorted(todo.items()):
+        for j in claimed(sorted(todo), lambda j: bd.shard_file("scored", j).exists(), lambda j: bd.claim_file("scored", j)):
+            ids = todo[j]
             samp = {s: {r["prompt_id"]: r for r in read_jsonl(bd.shard_file("samples", j, s))} for s in names}
             cands = {pid: [dict(source=s, sample_index=k, text=t, **_ending(samp[s][pid], k)) for s in names for k, t in enumerate(samp[s][pid]["texts"])]
                      for pid in ids}
@@ -295,16 +306,11 @@ def build_sources(cfg, # a `Config`, its dict form or a YAML path
     if not cfg.sources: raise ValueError("sources: the config lists no source models")
     bd = BuildDir(out_dir or build_dir(cfg))
     man = bd.prepare(cfg, prompts, split)
-    recs = {r["prompt_id"]: r for r in bd.prompts()}
-    chunks = bd.chunks(sorted(recs), man["shard_size"])
-    mine = {j: chunks[j] for j in bd.mine(len(chunks), shard)}
-    counts = {}
-    for spec in cfg.sources:
-        reuse = _reuse_map(cfg.build.reuse_sources_from, spec.name) if cfg.build.reuse_sources_from else None
-        counts[spec.name] = _sample_shards(bd, "samples", spec, spec.n or cfg.build.n, mine, recs, cfg.build.skip_failed,
-                                           (cfg.build.seed, spec.name), reuse=reuse, max_prompt_tokens=cfg.build.max_prompt_tokens)
-    _score_sources(bd, cfg, mine, recs, scorer)
-    return dict(out_dir=str(bd.root), shards=sorted(mine), n_shards=len(chunks), counts=counts)
+    mine = _shards_of(bd, "samples", shard)
+    job = dict(shard=list(parse_shard(shard) or (0, 1)))
+    counts = {spec.name: _run_stage(bd, cfg, dict(job, kind="samples", model=spec.name), spec) for spec in cfg.sources}
+    _run_stage(bd, cfg, dict(job, kind="scored"), scorer=scorer)
+    return dict(out_dir=str(bd.root), shards=sorted(mine), n_shards=man["n_shards"], counts=counts)
 
 # %% ../nbs/05_build.ipynb #28c8a85d
 def _check_complete(bd: BuildDir, stage: str, n: int, extra_dirs=()) -> None:
@@ -396,46 +402,20 @@ def _quadruple(rec, sr, texts, scores, best, worst, status, keep, ends=None) -> 
                        score_same_source_rejected=r and r["score"])
     return row
 
-def build_targets(cfg, # a `Config`, its dict form or a YAML path
-                  out_dir, # the build directory (the source stage done)
-                  target_model_path=None, # the SFT target to sample (replaces `cfg.target.model`); None: as configured
-                  shard=None, # this job's share of the target shards, 'i/n' or (i, n); None: every shard
-                  model=None, # an in-memory target model (transformers) to sample instead of loading one
-                  tokenizer=None, # its tokenizer
-                  scorer=None, # a `Scorer` or callable fn(prompts, responses) -> scores; None: load `cfg.reward`
-                  extra_dirs=(), # build directories of other --shard jobs, whose scored shards missing here are copied
-                  overrides=None, # dotted config overrides (see `apply_overrides`)
-                 )->dict:
-    "Target stage: sample the (SFT) target N times per preference prompt, score, choose y_wt / y_l; resumable"
-    cfg, bd = load_config(cfg, overrides), BuildDir(out_dir)
-    man, sp = bd.manifest, bd.split()
-    recs = {r["prompt_id"]: r for r in bd.prompts()}
-    chunks = bd.chunks(sp["pref"], man["shard_size"])
-    mine = {j: chunks[j] for j in bd.mine(len(chunks), shard)}
-    S = man["shard_size"]
-    if any(not bd.shard_file("scored", p // S).exists() for ids in mine.values() for p in ids):
-        _check_complete(bd, "scored", man["n_shards"], extra_dirs)
-    keep = [c for c in cfg.build.keep_columns if any(c in r for r in recs.values())]
-    reuse = cfg.build.reuse_target_samples and all(all(c in recs[p] for c in REUSE_COLUMNS) for ids in mine.values() for p in ids)
-    if cfg.build.reuse_target_samples and not reuse: raise ValueError(f"build.reuse_target_samples: some prompt rows lack {list(REUSE_COLUMNS)}")
-    meta = dict(target=None if cfg.target is None else {k: v for k, v in asdict(cfg.target).items() if k not in NOT_CONTENT},
-                target_model_path=str(target_model_path) if target_model_path else None, reuse=reuse)
-    mf = bd.path("targets", "_meta.json")
-    if mf.exists() and (d := config_changes(json.loads(mf.read_text()), meta)):
-        raise ValueError(f"{bd.root}/targets was built with a different target (differs in: {', '.join(d)}); remove targets/ and target_samples/ to redo it")
-    if not mf.exists(): atomic_write_text(mf, json.dumps(meta))
-    if not reuse:
-        if cfg.target is None and model is None: raise ValueError("target: the config has no target model entry")
-        spec = cfg.target or ModelSpec(name="target", model="in-memory")
-        if target_model_path: spec = replace(spec, model=str(target_model_path))
-        counts = _sample_shards(bd, "target_samples", spec, spec.n or cfg.build.n, mine, recs, cfg.build.skip_failed,
-                                (cfg.build.seed, "target"), model=model, tokenizer=tokenizer, max_prompt_tokens=cfg.build.max_prompt_tokens)
-    else: counts = dict(reused=sum(len(v) for v in mine.values()))
+def _target_spec(cfg: Config, target_model_path=None) -> ModelSpec:
+    "The target's model entry, pointing at the SFT model when given"
+    spec = cfg.target or ModelSpec(name="target", model="in-memory")
+    return replace(spec, model=str(target_model_path)) if target_model_path else spec
+
+def _score_targets(bd: BuildDir, cfg: Config, mine: dict, recs: dict, reuse: bool, scorer=None):
+    "Write `targets/shard-j.jsonl`: the target's samples scored, y_wt / y_l chosen, one quadruple row per preference prompt"
+    S, keep = bd.manifest["shard_size"], [c for c in cfg.build.keep_columns if any(c in r for r in recs.values())]
     lazy = None if reuse else _LazyScorer(cfg, scorer)
     todo = {j: ids for j, ids in mine.items() if not bd.shard_file("targets", j).exists()}
     bar = _progress("score:target", sum(len(v) for v in todo.values()))
     try:
-        for j, ids in sorted(todo.items()):
+        for j in claimed(sorted(todo), lambda j: bd.shard_file("targets", j).exists(), lambda j: bd.claim_file("targets", j)):
+            ids = todo[j]
             scored = {r["prompt_id"]: r for k in sorted({p // S for p in ids}) for r in read_jsonl(bd.shard_file("scored", k))}
             if reuse: samp = {p: (list(recs[p]["all_generated_responses"]), [float(x) for x in recs[p]["all_rm_scores"]]) for p in ids}
             else:
@@ -458,7 +438,120 @@ def build_targets(cfg, # a `Config`, its dict form or a YAML path
     finally:
         bar.close()
         if lazy is not None: lazy.close()
+
+def build_targets(cfg, # a `Config`, its dict form or a YAML path
+                  out_dir, # the build directory (the source stage done)
+                  target_model_path=None, # the SFT target to sample (replaces `cfg.target.model`); None: as configured
+                  shard=None, # this job's share of the target shards, 'i/n' or (i, n); None: every shard
+                  model=None, # an in-memory target model (transformers) to sample instead of loading one
+                  tokenizer=None, # its tokenizer
+                  scorer=None, # a `Scorer` or callable fn(prompts, responses) -> scores; None: load `cfg.reward`
+                  extra_dirs=(), # build directories of other --shard jobs, whose scored shards missing here are copied
+                  overrides=None, # dotted config overrides (see `apply_overrides`)
+                 )->dict:
+    "Target stage: sample the (SFT) target N times per preference prompt, score, choose y_wt / y_l; resumable"
+    cfg, bd = load_config(cfg, overrides), BuildDir(out_dir)
+    man, sp = bd.manifest, bd.split()
+    recs = {r["prompt_id"]: r for r in bd.prompts()}
+    chunks = bd.chunks(sp["pref"], man["shard_size"])
+    mine = {j: chunks[j] for j in bd.mine(len(chunks), shard)}
+    S = man["shard_size"]
+    if any(not bd.shard_file("scored", p // S).exists() for ids in mine.values() for p in ids):
+        _check_complete(bd, "scored", man["n_shards"], extra_dirs)
+    reuse = cfg.build.reuse_target_samples and all(all(c in recs[p] for c in REUSE_COLUMNS) for ids in mine.values() for p in ids)
+    if cfg.build.reuse_target_samples and not reuse: raise ValueError(f"build.reuse_target_samples: some prompt rows lack {list(REUSE_COLUMNS)}")
+    meta = dict(target=None if cfg.target is None else {k: v for k, v in asdict(cfg.target).items() if k not in NOT_CONTENT},
+                target_model_path=str(target_model_path) if target_model_path else None, reuse=reuse)
+    mf = bd.path("targets", "_meta.json")
+    if mf.exists() and (d := config_changes(json.loads(mf.read_text()), meta)):
+        raise ValueError(f"{bd.root}/targets was built with a different target (differs in: {', '.join(d)}); remove targets/ and target_samples/ to redo it")
+    if not mf.exists(): atomic_write_text(mf, json.dumps(meta))
+    job = dict(shard=list(parse_shard(shard) or (0, 1)), target_model_path=str(target_model_path) if target_model_path else None)
+    if not reuse:
+        if cfg.target is None and model is None: raise ValueError("target: the config has no target model entry")
+        counts = _run_stage(bd, cfg, dict(job, kind="target_samples"), _target_spec(cfg, target_model_path), model=model, tokenizer=tokenizer)
+    else: counts = dict(reused=sum(len(v) for v in mine.values()))
+    _run_stage(bd, cfg, dict(job, kind="targets"), scorer=scorer, in_process=reuse)
     return dict(out_dir=str(bd.root), shards=sorted(mine), n_shards=len(chunks), counts=counts)
+
+# %% ../nbs/05_build.ipynb #37c101c6
+def _shards_of(bd: BuildDir, stage: str, shard) -> dict:
+    "Shard index -> prompt ids of this job's shards of `stage` (source stages: every prompt; target stages: the preference prompts)"
+    ids = sorted(r["prompt_id"] for r in bd.prompts()) if stage in ("samples", "scored") else bd.split()["pref"]
+    chunks = bd.chunks(ids, bd.manifest["shard_size"])
+    return {j: chunks[j] for j in bd.mine(len(chunks), shard)}
+
+def _stage(bd: BuildDir, cfg: Config, job: dict, model=None, tokenizer=None, scorer=None) -> dict:
+    "Run one stage of `job` in this process (claiming shards, so several processes may run it side by side); its counts"
+    kind, shard = job["kind"], tuple(job["shard"])
+    recs, mine = {r["prompt_id"]: r for r in bd.prompts()}, _shards_of(bd, "samples" if kind in ("samples", "scored") else "targets", shard)
+    if kind == "samples":
+        spec = next(s for s in cfg.sources if s.name == job["model"])
+        reuse = _reuse_map(cfg.build.reuse_sources_from, spec.name) if cfg.build.reuse_sources_from else None
+        return _sample_shards(bd, "samples", spec, spec.n or cfg.build.n, mine, recs, cfg.build.skip_failed,
+                              (cfg.build.seed, spec.name), reuse=reuse, max_prompt_tokens=cfg.build.max_prompt_tokens)
+    if kind == "target_samples":
+        spec = _target_spec(cfg, job.get("target_model_path"))
+        return _sample_shards(bd, "target_samples", spec, spec.n or cfg.build.n, mine, recs, cfg.build.skip_failed,
+                              (cfg.build.seed, "target"), model=model, tokenizer=tokenizer, max_prompt_tokens=cfg.build.max_prompt_tokens)
+    if kind == "scored": _score_sources(bd, cfg, mine, recs, scorer)
+    elif kind == "targets": _score_targets(bd, cfg, mine, recs, cfg.build.reuse_target_samples, scorer)
+    else: raise ValueError(f"unknown build stage {kind!r}")
+    return {}
+
+def stage_workers(cfg:Config, # the run's configuration (`build.workers`)
+                  spec:ModelSpec|None=None, # the stage's model; None: the reward model
+                  devices:list|None=None, # the visible devices (default: `wrpo.workers.visible_devices()`)
+                 )->int:
+    "How many worker processes a build stage with model `spec` (or the reward model) runs on this node"
+    if spec is not None and spec.backend == "openai": return 1   # a server: its own parallelism (max_concurrency)
+    device = cfg.reward.device if spec is None else spec.device
+    if device and ":" in device: return 1                        # pinned to one device by the config
+    return worker_count(cfg.build.workers, 1 if spec is None else spec.tensor_parallel_size, devices)
+
+def _run_stage(bd: BuildDir, cfg: Config, job: dict, spec: ModelSpec|None=None, model=None, tokenizer=None, scorer=None,
+               in_process: bool=False) -> dict:
+    "Run one stage of this job's shards: in this process, or in `stage_workers` worker processes; the counts, summed over workers"
+    n = 1 if in_process or model is not None or scorer is not None else stage_workers(cfg, spec)
+    if n == 1: return _stage(bd, cfg, job, model, tokenizer, scorer)
+    stage = job["kind"]; sub = job.get("model") if stage == "samples" else None
+    tag = f"{stage}-{sub}" if sub else stage
+    mine = _shards_of(bd, "samples" if stage in ("samples", "scored") else "targets", tuple(job["shard"]))
+    done = lambda: sum(len(ids) for j, ids in mine.items() if bd.shard_file(stage, j, sub).exists())
+    if done() == sum(map(len, mine.values())): return {}
+    jobf = bd.path(".workers", f"{tag}.json")
+    atomic_write_json(jobf, dict(job, config=asdict(cfg), out_dir=str(bd.root)))
+    for f in bd.path(".workers").glob(f"{tag}-w*.result.json"): f.unlink()
+    res = run_workers([sys.executable, "-c", "import sys; from wrpo.build import build_worker; sys.exit(build_worker(sys.argv[1]))", str(jobf)],
+                      device_groups(n, 1 if spec is None else spec.tensor_parallel_size), bd.path(".workers", "logs"), tag,
+                      progress=done, total=sum(map(len, mine.values())))
+    failed = [r for r in res if r["returncode"] != 0]
+    missing = [j for j in mine if not bd.shard_file(stage, j, sub).exists()]
+    why = lambda r: f"worker {r['worker']} (PID {r['pid']}, devices [{','.join(r['devices'])}]) " + \
+                    (f"was killed by signal {-r['returncode']}" if r["returncode"] < 0 else f"exited with {r['returncode']}")
+    if missing:
+        r = failed[0] if failed else res[0]
+        raise RuntimeError(f"{bd.root}: stage {tag}: {len(missing)} of {len(mine)} shards not written (e.g. {missing[:5]}); "
+                           + "; ".join(map(why, failed)) + f". The last lines of {r['log']}:\n{log_tail(r['log'])}\n"
+                           "A rerun resumes from the shards on disk.")
+    for r in failed: logger.warning("stage %s: %s; the other workers wrote its shards (log: %s)", tag, why(r), r["log"])
+    counts = {}
+    for f in sorted(bd.path(".workers").glob(f"{tag}-w*.result.json")):
+        for k, v in json.loads(f.read_text()).items(): counts[k] = counts.get(k, 0) + v
+    return counts
+
+def build_worker(job_file, # the stage's job file (.workers/<stage>.json in the build directory), written by `_run_stage`
+                )->int:
+    "A worker process of one build stage: run the stage's shards it can claim, write its counts; exit status 0 when done"
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker {os.environ.get('WRPO_WORKER', '?')} %(levelname)s %(name)s: %(message)s")
+    job = json.loads(Path(job_file).read_text())
+    cfg, bd = load_config(job["config"]), BuildDir(job["out_dir"])
+    stage = job["kind"]; tag = f"{stage}-{job['model']}" if stage == "samples" else stage
+    logger.info("stage %s, devices [%s], PID %d", tag, os.environ.get("CUDA_VISIBLE_DEVICES", ""), os.getpid())
+    counts = _stage(bd, cfg, job)
+    atomic_write_json(bd.path(".workers", f"{tag}-w{os.environ.get('WRPO_WORKER', '0')}.result.json"), counts)
+    logger.info("stage %s: done", tag)
+    return 0
 
 # %% ../nbs/05_build.ipynb #97abc33e
 def truncation_counts(bd:BuildDir, # the build directory

@@ -91,6 +91,7 @@ class BuildSpec:
     reuse_target_samples: bool = False  # use rows' all_generated_responses / all_rm_scores as target samples
     reuse_sources_from: str | None = None  # an earlier build dir whose source samples are reused
     jsonl: bool = False  # also write the quadruples and SFT data as JSONL
+    workers: int | str = "auto"  # worker processes per stage on this node: auto = visible GPUs / tensor_parallel_size (1 without CUDA); a count; 1: off
 
 # %% ../nbs/00_config.ipynb #cddbf32e
 @dataclass
@@ -331,6 +332,8 @@ def validate_config(cfg:Config, # the configuration to check (returned unchanged
     if b.n < 1: raise ConfigError(f"build.n: must be >= 1, got {b.n}")
     if not 0 < b.sft_fraction < 1: raise ConfigError(f"build.sft_fraction: must be in (0, 1) (the share of prompts Target-SFT trains on; 0 leaves it no data), got {b.sft_fraction}")
     if b.shard_size < 1: raise ConfigError(f"build.shard_size: must be >= 1, got {b.shard_size}")
+    if b.workers != "auto" and not (isinstance(b.workers, int) and b.workers >= 1):
+        raise ConfigError(f"build.workers: expected 'auto' or a count >= 1 (1: no worker processes), got {b.workers!r}")
     if b.top_k < 1: raise ConfigError(f"build.top_k: must be >= 1, got {b.top_k}")
     if b.source_k < 1: raise ConfigError(f"build.source_k: must be >= 1, got {b.source_k}")
     if b.same_source_min_gap is not None and not b.same_source_min_gap >= 0:
