@@ -76,6 +76,29 @@ def test_rerun_resumes_without_redoing(ci_run):
     drop = lambda t: {k: v for k, v in t.items() if k != "models"}    # the (shipped) zoo is provided again; nothing else runs
     assert drop(after["timings"]) == drop(before["timings"])
 
+def test_cards_say_what_each_model_is(ci_run):
+    "The results stage wrote a Hub card for every trained model and one for the quadruples; their metadata read back equal the run's own files."
+    from datasets import load_from_disk
+    from huggingface_hub import DatasetCard, ModelCard
+    res = json.loads((ci_run / "results.json").read_text())
+    stats = json.loads((ci_run / "build" / "stats.json").read_text())
+    for name in ["target_sft", *res["variants"]]:
+        card = ModelCard.load(ci_run / "models" / name / "README.md")
+        d = card.data
+        assert (d.license, d.library_name, d.base_model) == ("unknown", "transformers", None), name   # the toy world's models state no licence; the target is local
+        assert {"wrpo", "model-fusion"} <= set(d.tags), d.tags
+        got = {(r.dataset_type, r.metric_type): r.metric_value for r in d.eval_results}
+        ov = res["models"][name]["overall"]
+        assert got[("wrpo-heldout-prompts", "accuracy")] == ov["accuracy"] and got[("wrpo-heldout-prompts", "reward")] == ov["reward"], name
+        if name != "target_sft":
+            assert got[("wrpo-heldout-quadruples", "internal_reward_hybrid_accuracy")] == res["internal"][name]["hybrid_accuracy"], name
+        assert str(ci_run) not in card.content and "/zoo/" not in card.content   # local models by their directory's name, no machine's path
+    wr = (ci_run / "models" / "wrpo" / "README.md").read_text()
+    assert f"{stats['rows']} quadruples from {stats['pref_prompts']} prompts" in wr and "alpha raised linearly from 0 to 0.5" in wr
+    dc = DatasetCard.load(ci_run / "build" / "quadruples" / "README.md")
+    assert dc.data.license == "unknown" and f"{stats['rows']} quadruples from {stats['pref_prompts']} preference prompts" in dc.text
+    assert len(load_from_disk(str(ci_run / "build" / "quadruples"))) == stats["rows"]   # a README inside does not disturb the dataset
+
 def test_failing_cell_gives_nonzero_exit_and_points_at_notebook(tmp_path):
     r = subprocess.run(WRPO + ["run", "ci", "--out", str(tmp_path / "bad"), "--quiet", "-o", "pipeline.prompts.kwargs.n=0"],
                        env=ENV, capture_output=True, text=True, timeout=600)

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from datasets import load_from_disk
 from .build import NOT_CONTENT, build_sources, build_targets, content_settings, merge_shards, write_sft
+from .cards import write_cards
 from .config import ConfigError, ModelSpec, sft_kwargs, variant_kwargs
 from .data import load_quadruples
 from .evaluate import internal_reward_accuracy, judge_answers, quad_logps
@@ -148,7 +149,7 @@ def internal(run)->dict:
     return res
 
 def results(run)->dict:
-    "Collect everything into results.json and a Markdown results table"
+    "Collect everything into results.json and a Markdown results table; (re)write the model and dataset cards"
     models = {n: read_json(run.path("eval", f"{n}.json")) for n in run.model_paths() if run.path("eval", f"{n}.json").exists()}
     summ = {n: {k: v for k, v in r.items() if k in ("overall", "groups", "seconds")} for n, r in models.items()}
     internal = read_json(run.path("eval", "internal.json")).get("internal", {}) if run.path("eval", "internal.json").exists() else {}
@@ -161,6 +162,7 @@ def results(run)->dict:
                build=rd("stats.json"), sft=rd("sft_stats.json"), timings=run.timings)
     atomic_write_json(run.path("results.json"), res)
     atomic_write_text(run.path("results.md"), results_table({n: {k: r[k] for k in ("overall", "groups") if k in r} for n, r in summ.items()}))
+    write_cards(run)   # the Hub cards carry these results: models/<name>/README.md, build/quadruples/README.md (`wrpo.cards`)
     return res
 
 # %% ../nbs/10c_stages.ipynb #d2557836
@@ -209,7 +211,7 @@ STAGES = [
           outputs=lambda run, _: [run.path("eval", "internal.json")], upstream=lambda run, _: ["sft", "split", *(f"train/{v}" for v in run.cfg.train.variants)],
           load=lambda run, _: read_json(run.path("eval", "internal.json")) if run.path("eval", "internal.json").exists() else {},
           show=_internal),
-    Stage("results", "Results: results.json and the Markdown table results.md", lambda run, _: results(run)),
+    Stage("results", "Results: results.json, the Markdown table results.md and the model and dataset cards", lambda run, _: results(run)),
 ]
 
 def stage_named(name)->Stage:
@@ -254,4 +256,5 @@ def benchmarks(run, # the run (a `wrpo.pipeline.Run`)
                          compare_judges=bs.compare_judges, allow_retired=bs.allow_retired_judge, check_judge=bs.check_judge,
                          judge_max_tokens=bs.judge_max_tokens)
     run._time("benchmarks", t0)
+    write_cards(run)   # the model cards now carry the benchmark scores too
     return res
