@@ -2,7 +2,8 @@
 nothing downloaded) in bf16 with gradient checkpointing and precomputed reference log-probs, then the same WRPO run under
 DeepSpeed ZeRO-3 on one GPU through `accelerate launch` and the shipped config. Prints one JSON line: step time, useful
 tokens/s and peak memory per shape and method, and the attention layouts of `benchmarks/attention_layouts.py` (the dense
-mask, per-segment SDPA, compiled FlexAttention). `--smoke` runs a tiny shape on the CPU (checks the script, measures nothing)."""
+mask, per-segment SDPA, compiled FlexAttention) and, with 2 or more GPUs, the data builder's sampling and scoring of one source in
+1 and in 2 worker processes (build.workers, one GPU each). `--smoke` runs a tiny shape on the CPU (checks the script, measures nothing)."""
 import argparse, json, os, random, subprocess, sys, tempfile, time
 import torch
 
@@ -56,6 +57,40 @@ def run_one(shape, method, steps, batch, smoke):
                 peak_mem_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
                 deepspeed=bool(tr.is_deepspeed_enabled), world_size=tr.accelerator.num_processes)
 
+def workers_sampling(smoke, prompts=64, new_tokens=128):
+    "The source stage of one random-initialised model (Llama-3.2-1B's shape) in 1 and 2 worker processes: time and equal shards"
+    import shutil, textwrap
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from wrpo.build import build_sources
+    from wrpo.testing import tiny_tokenizer
+    from wrpo.workers import visible_devices
+    n_gpu = len(visible_devices())
+    if n_gpu < 2 and not smoke: return dict(skipped=f"{n_gpu} GPU(s): the 2-worker pass needs 2")
+    d = tempfile.mkdtemp(prefix="gpu-check-workers-")
+    tok = tiny_tokenizer()
+    shape = SHAPES["smoke" if smoke else "llama3.2-1b"]
+    LlamaForCausalLM(LlamaConfig(**shape, max_position_embeddings=4096, pad_token_id=tok.pad_token_id)).save_pretrained(f"{d}/model")
+    tok.save_pretrained(f"{d}/model")
+    with open(f"{d}/gpu_check_reward.py", "w") as f:
+        f.write(textwrap.dedent("""
+            def length(prompts, responses): return [float(len(r)) for r in responses]
+        """))
+    sys.path.insert(0, d)
+    rows = [f"count {i} {i * 7 % 13} {i % 5}" for i in range(8 if smoke else prompts)]
+    out = dict(gpus=n_gpu, prompts=len(rows))
+    for w in (1, 2):
+        cfg = dict(name="gpu-check-workers", sources=[dict(name="src", model=f"{d}/model", max_new_tokens=8 if smoke else new_tokens,
+                                                           batch_size=8, dtype="bfloat16" if n_gpu else "float32")],
+                   reward=dict(kind="callable", path="gpu_check_reward:length"), build=dict(n=2, shard_size=4 if smoke else 8, workers=w))
+        t0 = time.perf_counter()
+        build_sources(cfg, rows, f"{d}/w{w}")
+        out[f"workers_{w}_s"] = round(time.perf_counter() - t0, 2)
+    read = lambda w: [open(os.path.join(r, f)).read() for r, _, fs in sorted(os.walk(f"{d}/w{w}/samples")) for f in sorted(fs)]
+    out["same_samples"] = read(1) == read(2)
+    out["speedup_2_over_1"] = round(out["workers_1_s"] / out["workers_2_s"], 2)
+    shutil.rmtree(d, ignore_errors=True)
+    return out
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--smoke", action="store_true"); ap.add_argument("--steps", type=int, default=5)
@@ -84,6 +119,8 @@ def main():
                        capture_output=True, text=True)
     lines = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
     out["attention"] = lines if lines else dict(error=(p.stderr or p.stdout)[-1500:])
+    try: out["build_workers"] = workers_sampling(a.smoke)
+    except Exception as e: out["build_workers"] = dict(error=f"{type(e).__name__}: {e}"[-1500:])
     print(json.dumps(out))
 
 if __name__ == "__main__": main()
