@@ -341,6 +341,19 @@ def parser()->argparse.ArgumentParser:
              "when the config names a launcher).",
              "  wrpo train-sft runs/ci")
     s.add_argument("run_dir", help="the run directory")
+    from wrpo.cards import add_cards_args, add_push_args
+    add_cards_args(_sub(sub, "cards", "(re)write the model cards and the quadruples' dataset card of a run",
+             "Writes a Hugging Face Hub model card (README.md with the Hub's metadata header) into every trained model of a run\n"
+             "(models/target_sft, models/<variant>): base model, sources, the data's provenance and source shares, the\n"
+             "objective and its hyperparameters, the run's evaluation results, licences; and a dataset card into\n"
+             "build/quadruples. `wrpo run` writes them at its end; rerun this after `wrpo eval` to add the benchmark scores.",
+             "  wrpo cards runs/ci"))
+    add_push_args(_sub(sub, "push", "upload a trained model of a run (and its quadruples) to the Hugging Face Hub",
+             "Uploads models/MODEL of a finished run, with its card, to the Hub repository --repo ORG/NAME (created private\n"
+             "unless --public); --with-data also uploads the quadruples with their dataset card (to --data-repo, default\n"
+             "ORG/NAME-data). The token: --token, else HF_TOKEN or the one `hf auth login` stored.",
+             "  wrpo push runs/paper wrpo --repo my-org/llama3-8b-wrpo\n"
+             "  wrpo push runs/paper wrpo --repo my-org/llama3-8b-wrpo --with-data --public"))
     return p
 
 # %% ../nbs/11_cli.ipynb #30a160a8
@@ -372,6 +385,12 @@ def main(argv=None)->int:
         elif a.cmd == "build":
             from wrpo.build import build_cli
             return build_cli(a)
+        elif a.cmd == "cards":
+            from wrpo.cards import cards_cli
+            return cards_cli(a)
+        elif a.cmd == "push":
+            from wrpo.cards import push_cli
+            return push_cli(a)
         elif a.cmd in ("train-variant", "train-sft"):
             from wrpo.pipeline import Run
             from wrpo.training import train_variant, sft_stage
