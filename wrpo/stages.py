@@ -184,7 +184,8 @@ STAGES = [
           outputs=lambda run, _: [run.path("build")], load=_json("build", "sft_stats.json"), timed=True, show=_no_contribution),
     Stage("sft", "Target-SFT: the target fine-tuned on $(x, y_{ws})$ of the SFT third", lambda run, _: sft(run),
           settings=lambda run, _: dict(target=run.resolved.target.model, sft=_untracked(sft_kwargs(run.cfg))),
-          outputs=lambda run, _: [run.path("models", "target_sft"), run.path("checkpoints", "target_sft"), run.path("logs", "target_sft.json")],
+          outputs=lambda run, _: [run.path("models", "target_sft"), run.path("checkpoints", "target_sft"), run.path("logs", "target_sft.json"),
+                                  run.path("tensorboard", "target_sft")],   # written only when it reports to TensorBoard (wrpo.training.tracking)
           upstream=lambda run, _: ["sources"], load=lambda run, _: run.path("models", "target_sft"), timed=True, show=lambda run, p: str(p)),
     Stage("targets", "Target stage: $y_{wt}$ / $y_l$ from Target-SFT's samples, and the quadruples", lambda run, _: build_targets_stage(run),
           settings=lambda run, _: dict(content_settings(run.resolved), target={k: v for k, v in dataclasses.asdict(run.resolved.target).items() if k not in NOT_CONTENT}),
@@ -197,7 +198,7 @@ STAGES = [
           outputs=lambda run, _: [run.path("data")], upstream=lambda run, _: ["targets"], load=_json("data", "split.json"), show=lambda run, s: _dump(s)),
     Stage("train", "Preference training: every variant from Target-SFT on the same quadruples", train,
           items=lambda run: list(run.cfg.train.variants), settings=lambda run, v: _untracked(variant_kwargs(run.cfg, v)),
-          outputs=lambda run, v: [run.path("models", v), run.path("checkpoints", v), run.path("logs", f"{v}.json")],
+          outputs=lambda run, v: [run.path("models", v), run.path("checkpoints", v), run.path("logs", f"{v}.json"), run.path("tensorboard", v)],
           upstream=lambda run, v: ["split", "sft"], load=lambda run, v: run.path("models", v), timed=True,
           show=lambda run, res: "\n".join(f"{v}: {p}" for v, p in res.items())),
     Stage("eval", "Evaluation on held-out prompts: every model's answers, judged by the reward", evaluate,
