@@ -24,7 +24,7 @@ from .reporting import results_table
 from .rewards import load_scorer
 from .rundir import read_json
 from .sampling import load_sampler
-from .training import launch_command, sft_stage, train_variant, variant_args
+from .training import TRACKING_KEYS, launch_command, sft_stage, train_variant, variant_args
 
 # %% auto #0
 __all__ = ['STAGES', 'Stage', 'provide', 'build_sources_stage', 'sft', 'build_targets_stage', 'split_heldout', 'train',
@@ -174,6 +174,7 @@ def _internal(run, res):
     acc = lambda a, k: f"{a.get(k + '_accuracy', float('nan')):.3f}"
     return "\n".join(f"{v:>18}: internal-reward accuracy hybrid {acc(a, 'hybrid')}  on-policy {acc(a, 'onpolicy')}  weighted {acc(a, 'weighted')}"
                      for v, a in (res.get("internal") or {}).items())
+def _untracked(kw): return {k: v for k, v in kw.items() if k not in TRACKING_KEYS}   # where training reports does not change the model
 def _accuracies(run, res):
     return "\n".join(f"{n:>18}: accuracy {r['overall'].get('accuracy', float('nan')):.3f}  mean reward {r['overall']['reward']:.3f}" for n, r in res.items())
 
@@ -184,8 +185,9 @@ STAGES = [
           settings=lambda run, _: dict(content_settings(run.resolved), prompts=dataclasses.asdict(run.cfg.pipeline.prompts) if run.cfg.pipeline.prompts else None),
           outputs=lambda run, _: [run.path("build")], load=_json("build", "sft_stats.json"), timed=True, show=_no_contribution),
     Stage("sft", "Target-SFT: the target fine-tuned on $(x, y_{ws})$ of the SFT third", lambda run, _: sft(run),
-          settings=lambda run, _: dict(target=run.resolved.target.model, sft=sft_kwargs(run.cfg)),
-          outputs=lambda run, _: [run.path("models", "target_sft"), run.path("checkpoints", "target_sft"), run.path("logs", "target_sft.json")],
+          settings=lambda run, _: dict(target=run.resolved.target.model, sft=_untracked(sft_kwargs(run.cfg))),
+          outputs=lambda run, _: [run.path("models", "target_sft"), run.path("checkpoints", "target_sft"), run.path("logs", "target_sft.json"),
+                                  run.path("tensorboard", "target_sft")],   # written only when it reports to TensorBoard (wrpo.training.tracking)
           upstream=lambda run, _: ["sources"], load=lambda run, _: run.path("models", "target_sft"), timed=True, show=lambda run, p: str(p)),
     Stage("targets", "Target stage: $y_{wt}$ / $y_l$ from Target-SFT's samples, and the quadruples", lambda run, _: build_targets_stage(run),
           settings=lambda run, _: dict(content_settings(run.resolved), target={k: v for k, v in dataclasses.asdict(run.resolved.target).items() if k not in NOT_CONTENT}),
@@ -197,8 +199,8 @@ STAGES = [
           settings=lambda run, _: dict(heldout_fraction=run.cfg.pipeline.heldout_fraction, heldout_seed=run.cfg.pipeline.heldout_seed),
           outputs=lambda run, _: [run.path("data")], upstream=lambda run, _: ["targets"], load=_json("data", "split.json"), show=lambda run, s: _dump(s)),
     Stage("train", "Preference training: every variant from Target-SFT on the same quadruples", train,
-          items=lambda run: list(run.cfg.train.variants), settings=lambda run, v: variant_kwargs(run.cfg, v),
-          outputs=lambda run, v: [run.path("models", v), run.path("checkpoints", v), run.path("logs", f"{v}.json")],
+          items=lambda run: list(run.cfg.train.variants), settings=lambda run, v: _untracked(variant_kwargs(run.cfg, v)),
+          outputs=lambda run, v: [run.path("models", v), run.path("checkpoints", v), run.path("logs", f"{v}.json"), run.path("tensorboard", v)],
           upstream=lambda run, v: ["split", "sft"], load=lambda run, v: run.path("models", v), timed=True,
           show=lambda run, res: "\n".join(f"{v}: {p}" for v, p in res.items())),
     Stage("eval", "Evaluation on held-out prompts: every model's answers, judged by the reward", evaluate,

@@ -38,10 +38,10 @@ DATA_MODES = ("quadruple", "same_source")
 logger = logging.get_logger(__name__)
 
 # %% auto #0
-__all__ = ['DATA_MODES', 'logger', 'REF_COLUMNS', 'ID_COLUMNS', 'EXTRA_IDS', 'EXTRA_REF', 'SOURCE_SCORES', 'TRL_TESTED',
-           'TRL_HOOKS', 'TRL_KEYWORD_ONLY', 'disable_gradient_checkpointing', 'checkpointing_field', 'device_defaults',
-           'hardware_kwargs', 'WRPOConfig', 'check_trainer_args', 'NonFiniteTraining', 'FiniteGuard',
-           'DataCollatorForWRPO', 'WRPOTrainer', 'hook_problems', 'sft_train']
+__all__ = ['DATA_MODES', 'logger', 'TRACKER_PACKAGES', 'REF_COLUMNS', 'ID_COLUMNS', 'EXTRA_IDS', 'EXTRA_REF', 'SOURCE_SCORES',
+           'TRL_TESTED', 'TRL_HOOKS', 'TRL_KEYWORD_ONLY', 'disable_gradient_checkpointing', 'checkpointing_field',
+           'device_defaults', 'hardware_kwargs', 'WRPOConfig', 'check_report_to', 'check_trainer_args',
+           'NonFiniteTraining', 'FiniteGuard', 'DataCollatorForWRPO', 'WRPOTrainer', 'hook_problems', 'sft_train']
 
 # %% ../nbs/06_trainer.ipynb #8f7d8a8a
 @contextlib.contextmanager
@@ -139,6 +139,40 @@ class WRPOConfig(DPOConfig):
         a = self.alpha if self.alpha_schedule == "static" else (0.0 if self.alpha == 0 else None)
         return None if a is None else (a, 1.0 - a)
 
+# %% ../nbs/06_trainer.ipynb #783c4d11
+TRACKER_PACKAGES = {   # transformers' integration name -> (its availability check in transformers.integrations, what to pip install)
+    "azure_ml": ("is_azureml_available", "azureml-core"), "comet_ml": ("is_comet_available", "comet_ml"),
+    "dagshub": ("is_dagshub_available", "dagshub mlflow"), "dvclive": ("is_dvclive_available", "dvclive"),
+    "mlflow": ("is_mlflow_available", "mlflow"), "neptune": ("is_neptune_available", "neptune"),
+    "tensorboard": ("is_tensorboard_available", "tensorboard"), "wandb": ("is_wandb_available", "wandb"),
+    "codecarbon": ("is_codecarbon_available", "codecarbon"), "clearml": ("is_clearml_available", "clearml"),
+    "swanlab": ("is_swanlab_available", "swanlab"), "trackio": ("is_trackio_available", "trackio"),
+    "flyte": ("is_flytekit_available", "flytekit")}
+
+def check_report_to(value, # a trainer config's `report_to`: "none", "all", an integration's name or a list of names
+                    where:str, # the config key it came from, e.g. "train.sft.report_to"
+                   )->list:
+    "The integrations `value` names (transformers' `INTEGRATION_TO_CALLBACK`); `ValueError` naming `where` for an unknown name or one whose package is missing"
+    import difflib
+    from transformers.integrations import integration_utils as iu
+    if value is None or value in ("none", ["none"]): return []
+    if value in ("all", ["all"]): return iu.get_available_reporting_integrations()
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{where}: expected an integration's name or a list of names, got {value!r}")
+    known = list(iu.INTEGRATION_TO_CALLBACK)
+    for n in names:
+        if n in ("none", "all"): raise ValueError(f"{where}: {n!r} stands alone, not in a list with other names ({value!r})")
+        if n not in known:
+            m = difflib.get_close_matches(n, known, 1)
+            raise ValueError(f"{where}: {n!r} is not an integration transformers reports to{f' (did you mean {m[0]!r}?)' if m else ''}; known: {', '.join(known)}")
+        check, pkg = TRACKER_PACKAGES.get(n, (None, None))
+        if check and hasattr(iu, check) and not getattr(iu, check)():
+            raise ValueError(f"{where}: {n!r} needs the {pkg} package, which is not installed (pip install {pkg}"
+                             + (", or the wrpo[tracking] extra" if n in ("tensorboard", "wandb") else "") + ")")
+    return list(names)
+
+
 # %% ../nbs/06_trainer.ipynb #ec8dd810
 def _field_kinds(tp) -> set:
     "Scalar kinds named by a dataclass field annotation: {'float', 'int', 'bool', 'str', 'None', other names}"
@@ -185,7 +219,7 @@ def check_trainer_args(checks:list, # (where, kind, kwargs): kind "sft" (trl's S
     for where, kind, kw in checks:
         cls, pref = {"sft": (SFTConfig, False), "wrpo": (WRPOConfig, True)}[kind]
         where_c = f"{where} (with train.common)" if pref else where
-        _check_args(cls, kw, where_c); _check_ranges(kw, where_c, pref)
+        _check_args(cls, kw, where_c); _check_ranges(kw, where_c, pref); check_report_to(kw.get("report_to"), f"{where_c}.report_to")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

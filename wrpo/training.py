@@ -6,7 +6,8 @@ Docs: https://wrpo-dev.github.io/wrpo/training.html.md"""
 
 # %% ../nbs/10b_training.ipynb #1037c605
 from __future__ import annotations
-import json, shutil, sys
+import json, os, shutil, sys
+from contextlib import contextmanager
 from pathlib import Path
 import torch
 from datasets import load_from_disk
@@ -17,8 +18,8 @@ from .models import load_lm
 from .trainer import hardware_kwargs
 
 # %% auto #0
-__all__ = ['accelerate_config_path', 'launch_command', 'variant_args', 'checkpoint_problem', 'last_checkpoint', 'training_log',
-           'sft_stage', 'train_variant']
+__all__ = ['TRACKING_KEYS', 'accelerate_config_path', 'launch_command', 'tracking_label', 'tracking_args', 'variant_args',
+           'tracking', 'checkpoint_problem', 'last_checkpoint', 'training_log', 'sft_stage', 'train_variant']
 
 # %% ../nbs/10b_training.ipynb #7cc85166
 def accelerate_config_path(name_or_path, # an existing file, or a shipped config's file name, e.g. deepspeed_zero3.yaml
@@ -43,16 +44,69 @@ def launch_command(launcher, # a `LauncherSpec` (accelerate config, num_processe
     return cmd + [str(a) for a in launcher.extra_args] + ["-m", "wrpo.cli", *map(str, args)]
 
 # %% ../nbs/10b_training.ipynb #c5934ab0
+TRACKING_KEYS = ("report_to", "run_name")   # trainer arguments that change what is reported, never what is trained
+
+def tracking_label(cfg:Config, # the run's configuration (its `name`)
+                   run_dir, # the run directory
+                  )->str:
+    "The pipeline run's label for trackers: the config's name, and the run directory's name where that differs (e.g. `wrpo/seed-1`)."
+    d = Path(run_dir).resolve().name
+    return cfg.name if d == cfg.name else f"{cfg.name}/{d}"
+
+def tracking_args(kw:dict, # a stage's trainer keyword arguments (not modified)
+                  cfg:Config, # the run's configuration
+                  run_dir, # the run directory
+                  name:str, # the stage's tracker name: a variant, or "target_sft"
+                 )->dict:
+    "`kw` with `report_to` (default \"none\") and `run_name` (default `<label>/<name>`, `tracking_label`) filled in where the config left them out."
+    return {"report_to": "none", "run_name": f"{tracking_label(cfg, run_dir)}/{name}", **kw}
+
 def variant_args(cfg:Config, # the run's configuration
                  name:str, # a key of `train.variants`
                  run_dir, # the run directory (its checkpoints/<name> is the trainer's output_dir)
                 )->dict:
-    "WRPOConfig keyword arguments of variant `name`: defaults, `train.common`, the variant's own, and the run's paths."
+    "WRPOConfig keyword arguments of variant `name`: defaults, `train.common`, the variant's own, and the run's paths and tracker run name."
     kw = variant_kwargs(cfg, name)
     kw.setdefault("logging_steps", 1)
+    kw = tracking_args(kw, cfg, run_dir, name)
     kw.update(output_dir=str(Path(run_dir) / "checkpoints" / name), save_strategy="steps", save_steps=cfg.train.save_steps,
-              save_total_limit=1, report_to="none")
+              save_total_limit=1)
     return kw
+
+# %% ../nbs/10b_training.ipynb #d785cfb4
+def _report_to(args)->list:
+    "The integrations a trainer config reports to (transformers turns `report_to` into a list; a plain namespace may hold a string)"
+    r = getattr(args, "report_to", None)
+    return [] if r in (None, "none") else [r] if isinstance(r, str) else list(r)
+
+@contextmanager
+def tracking(args, # the stage's trainer config (its `report_to` is read; transformers made it a list)
+             cfg:Config, # the run's configuration
+             run_dir, # the run directory
+             name:str, # the stage's tracker name: a variant, or "target_sft"
+            ):
+    "While a stage trains: the TensorBoard directory and the W&B group, project and files that transformers' callbacks read; a W&B run it started is finished after."
+    report, label, env = _report_to(args), tracking_label(cfg, run_dir), {}
+    if "tensorboard" in report:
+        root = os.environ.get("TENSORBOARD_LOGGING_DIR")
+        env["TENSORBOARD_LOGGING_DIR"] = str(Path(root).expanduser() / label / name if root else Path(run_dir) / "tensorboard" / name)
+    if "wandb" in report:
+        env.update({k: v for k, v in (("WANDB_RUN_GROUP", label), ("WANDB_PROJECT", "wrpo"), ("WANDB_DIR", str(run_dir))) if not os.environ.get(k)})
+        import wandb
+        had_run = wandb.run is not None
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+        if "wandb" in report and not had_run and wandb.run is not None:
+            wandb.finish(exit_code=0 if ok else 1)
+            wandb.teardown()   # W&B reads its environment once per session: the next stage's group and directory would be ignored
 
 # %% ../nbs/10b_training.ipynb #1e809a90
 def checkpoint_problem(path, # a trainer `checkpoint-N` directory
@@ -119,10 +173,11 @@ def sft_stage(run, # the run (a `wrpo.pipeline.Run`; its SFT data under build/sf
     from trl import SFTConfig
     from wrpo.trainer import sft_train
     out = run.path("models", "target_sft")
-    kw = hardware_kwargs({"output_dir": str(run.path("checkpoints", "target_sft")), "report_to": "none", **sft_kwargs(run.cfg)})
+    kw = hardware_kwargs({"output_dir": str(run.path("checkpoints", "target_sft")), **tracking_args(sft_kwargs(run.cfg), run.cfg, run.dir, "target_sft")})
     args = SFTConfig(**{"completion_only_loss": True, "save_strategy": "no", **kw})   # before the model: ZeRO-3 can shard it as it loads
     model, tok = load_lm(run.resolved.target.model, device="cpu")
-    tr = sft_train(model, tok, load_from_disk(str(run.path("build", "sft"))), args=args)
+    with tracking(args, run.cfg, run.dir, "target_sft"):
+        tr = sft_train(model, tok, load_from_disk(str(run.path("build", "sft"))), args=args)
     _save_trained(tr, tok, out)
     if tr.accelerator.is_main_process: atomic_write_json(run.path("logs", "target_sft.json"), training_log(tr.state.log_history))
     return out
@@ -136,8 +191,9 @@ def train_variant(run, # the run (a `wrpo.pipeline.Run`; models/target_sft and d
     args = WRPOConfig(**hardware_kwargs(variant_args(run.cfg, name, run.dir)))    # before the model: ZeRO-3 can shard it as it loads
     model, tok = load_lm(run.path("models", "target_sft"), device="cpu")
     train = load_quadruples(str(run.path("data", "train")))
-    trainer = WRPOTrainer(model=model, args=args, train_dataset=train, processing_class=tok)
-    trainer.train(resume_from_checkpoint=last_checkpoint(args.output_dir))
+    with tracking(args, run.cfg, run.dir, name):   # the trackers' callbacks are made with the trainer and read the environment then
+        trainer = WRPOTrainer(model=model, args=args, train_dataset=train, processing_class=tok)
+        trainer.train(resume_from_checkpoint=last_checkpoint(args.output_dir))
     _save_trained(trainer, tok, out)
     if trainer.accelerator.is_main_process: atomic_write_json(run.path("logs", f"{name}.json"), training_log(trainer.state.log_history))
     return out
