@@ -154,12 +154,15 @@ def run_eval(config:str, # a config path or a shipped name (its `benchmarks` sec
              log_output:bool=True, # stream the notebook's output to this process
              redo:bool=False, # answer again where a model or the settings changed
              judges:list|None=None, # judge files or shipped judge names: the first judges (the table), the others are compared with it
+             shard:str|None=None, # 'i/n': only this job's share of the answering, beside the other jobs (their own locks); no judging
             )->Path:
-    "Validate `config`, then run the benchmark notebook: the paper's Table 2 for the run's models under <run>/benchmarks."
+    "Validate `config`, then run the benchmark notebook: the paper's Table 2 for the run's models under <run>/benchmarks (with `shard`: one job's share of the answers)."
     import json
     from wrpo.config import config_path, load_config
     from wrpo.rundir import run_lock
     from wrpo.judge_models import load_judge
+    from wrpo.build import parse_shard
+    sh = parse_shard(shard)   # a bad --shard fails before anything is written
     cfg_file = config_path(config).resolve()
     if judges:
         js = [load_judge(j) for j in judges]
@@ -169,11 +172,15 @@ def run_eval(config:str, # a config path or a shipped name (its `benchmarks` sec
     if bad: raise ValueError(f"--model {bad[0]!r}: expected NAME=WHERE (a local path, a hub id, or openai:MODEL@BASE_URL)")
     run_dir = writable_dir(cfg.run_path(out).resolve())
     t0 = time.time()
-    with run_lock(run_dir):
-        run_notebook("eval.ipynb", run_dir / "notebooks" / "eval.ipynb",
+    # one writer per run directory; shard jobs each hold their own lock (they write only their own part files) and run side by side
+    with run_lock(run_dir, ".wrpo.lock" if sh is None else f".wrpo-eval-shard-{sh[0]}-of-{sh[1]}.lock"):
+        nb_out = run_dir / "notebooks" / ("eval.ipynb" if sh is None else f"eval-shard-{sh[0]}-of-{sh[1]}.ipynb")
+        run_notebook("eval.ipynb", nb_out,
                      dict(config=str(cfg_file), run_dir=str(run_dir), overrides=list(overrides or []), models=list(models or []),
-                          only=list(only or []), redo=redo, progress="text"), log_output)
-    print(f"wrpo: benchmarks of {cfg.name} finished in {time.time() - t0:.0f} s; table in {run_dir}/benchmarks/results.md")
+                          only=list(only or []), redo=redo, progress="text", shard=None if sh is None else f"{sh[0]}/{sh[1]}"), log_output)
+    if sh is not None: print(f"wrpo: shard {sh[0]}/{sh[1]} of the benchmark answers of {cfg.name} finished in {time.time() - t0:.0f} s; "
+                             f"when every shard is done, `wrpo eval` without --shard merges, judges and scores")
+    else: print(f"wrpo: benchmarks of {cfg.name} finished in {time.time() - t0:.0f} s; table in {run_dir}/benchmarks/results.md")
     return run_dir
 
 def run_seed_runs(config:str, # a config path or a shipped name
@@ -325,7 +332,8 @@ def parser()->argparse.ArgumentParser:
              "  wrpo eval paper --out runs/paper\n"
              "  wrpo eval paper --out runs/paper --model llama3=meta-llama/Meta-Llama-3-8B-Instruct\n"
              "  wrpo eval paper --out runs/paper --judge local-vllm\n"
-             "  wrpo eval paper --out runs/paper --judge gpt-4.1 --judge local-vllm   # and how far the results depend on the judge")
+             "  wrpo eval paper --out runs/paper --judge gpt-4.1 --judge local-vllm   # and how far the results depend on the judge\n"
+             "  wrpo eval paper --out runs/paper --shard 3/8   # job 3 of 8 answers its share; then `wrpo eval paper --out runs/paper` judges")
     e.add_argument("config", help="a YAML config path or a shipped name")
     e.add_argument("--out", default=None, help="the run directory (default: the config's run_dir, or runs/<name>)")
     e.add_argument("-o", "--override", action="append", default=[], help="dotted config override, e.g. benchmarks.n_questions=20")
@@ -335,6 +343,10 @@ def parser()->argparse.ArgumentParser:
                    help="the judge: a shipped judge (gpt-4.1, local-vllm) or a YAML file of one; again: more judges of the same "
                         "answers, compared with the first in benchmarks/agreement.md")
     e.add_argument("--redo", action="store_true", help="answer again where a model or the settings changed")
+    e.add_argument("--shard", default=None, metavar="i/n",
+                   help="answer only job i's share of n (every n-th chunk of benchmarks.answer_chunk questions of one benchmark "
+                        "and model) into part files, beside the other jobs; judge nothing. Afterwards `wrpo eval` without --shard "
+                        "merges the parts, answers what is missing, judges and scores (the same answers and scores as one job)")
     e.add_argument("--quiet", action="store_true", help="do not echo the notebook's output and progress bars")
     s = _sub(sub, "train-sft", "Target-SFT of a run (what `train.launcher` runs under accelerate launch)",
              "Fine-tunes the target on (x, y_ws) of the run's SFT third (the pipeline launches this under `accelerate launch`\n"
@@ -360,7 +372,7 @@ def main(argv=None)->int:
                           log_output=not a.quiet, redo=a.redo, level=a.level, allow_missing=a.allow_missing,
                           reuse_sources=a.reuse_sources, aggregate_only=a.aggregate_only, compare=a.compare)
         elif a.cmd == "eval":
-            run_eval(a.config, a.out, a.override, a.model, a.only, log_output=not a.quiet, redo=a.redo, judges=a.judge)
+            run_eval(a.config, a.out, a.override, a.model, a.only, log_output=not a.quiet, redo=a.redo, judges=a.judge, shard=a.shard)
         elif a.cmd == "figures":
             for f_ in make_figures(a.run_dir, a.out, a.sweep): print(f_)
         elif a.cmd == "validate":
