@@ -99,3 +99,16 @@ def test_killed_shard_resumes_without_duplicates(setup):
         assert [r["question_id"] for r in got[("mt_bench", m)]] == [81, 82, 83]
         assert len(got[("alpaca_eval", m)]) == N_Q
     assert got == answers(work / "one") and scores(work / "kill") == scores(work / "one")
+
+
+def test_workers_answer_data_parallel_then_judge(setup):
+    "benchmarks.workers=2: one `wrpo eval` runs two shard jobs side by side (on a CPU: no GPU pinning), then merges, judges, scores"
+    work = setup
+    with ProtocolJudge() as judge:
+        r = subprocess.run(cmd(work, judge, "workers", "-o", "benchmarks.workers=2"), cwd=work, env=ENV, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "answering with 2 jobs (CUDA_VISIBLE_DEVICES [None, None])" in r.stdout, r.stdout[-2000:]
+    logs = sorted(p.name for p in (work / "workers" / "logs").glob("eval-shard-*.log"))
+    assert logs == ["eval-shard-0-of-2.log", "eval-shard-1-of-2.log"]
+    assert (work / "workers" / "notebooks" / "eval-shard-1-of-2.ipynb").exists() and (work / "workers" / "notebooks" / "eval.ipynb").exists()
+    assert answers(work / "workers") == answers(work / "one") and scores(work / "workers") == scores(work / "one")
