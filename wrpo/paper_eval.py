@@ -68,7 +68,10 @@ def answer_benchmark(benchmark:str, # one of `BENCHMARK_NAMES`
     root, parts = Path(out_dir) / benchmark, answer_parts_dir(out_dir, benchmark, model)
     if parts.is_dir(): merge_answer_parts(benchmark, qs, root, model, parts, max_new_tokens)
     answer_questions(benchmark, qs, lambda: load_sampler(spec), root, model, max_new_tokens=max_new_tokens, seed=seed, chunk=chunk)
-    if parts.is_dir(): shutil.rmtree(parts)   # every answer is in the official file now
+    if parts.is_dir():   # every answer is in the official file now
+        shutil.rmtree(parts)
+        for d in (parts.parent, parts.parent.parent):
+            if d.is_dir() and not any(d.iterdir()): d.rmdir()
     return answer_path(benchmark, root, model)
 
 def answer_units(names:list, # benchmarks, any of `BENCHMARK_NAMES`
