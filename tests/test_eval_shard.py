@@ -83,6 +83,7 @@ def test_killed_shard_resumes_without_duplicates(setup):
                              stderr=subprocess.DEVNULL, start_new_session=True)   # its own process group: the notebook kernel dies with it
         t0 = time.time()
         while not list(parts_root.rglob("part-*.jsonl")) and time.time() - t0 < 300 and p.poll() is None: time.sleep(0.01)
+        assert p.poll() is None, f"the shard job ended (exit {p.returncode}) before it was killed"
         os.killpg(p.pid, signal.SIGKILL); p.wait()
         before = {f: f.stat().st_mtime_ns for f in parts_root.rglob("part-*.jsonl")}
         assert 0 < len(before) < N_UNITS, f"{len(before)} of {N_UNITS} parts when killed: not mid-way"
