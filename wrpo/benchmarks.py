@@ -16,7 +16,8 @@ from .data import to_messages
 # %% auto #0
 __all__ = ['MT_BENCH_TEMPERATURE', 'BENCHMARKS', 'Benchmark', 'get_benchmark', 'fetch_benchmark', 'load_questions',
            'baseline_files', 'load_baseline', 'question_temperature', 'turn_messages', 'generation_plan', 'answer_path',
-           'write_answers', 'read_answers', 'answer_questions']
+           'write_answers', 'read_answers', 'question_chunks', 'answer_questions', 'answer_part_path', 'answer_parts',
+           'merge_answer_parts']
 
 # %% ../nbs/12_benchmarks.ipynb #7714d2bb
 _AE_HUB = "https://huggingface.co/datasets/tatsu-lab/alpaca_eval/resolve/main"
@@ -245,6 +246,45 @@ def _token_len(sampler, text):
     try: return len(tok(text, add_special_tokens=False)["input_ids"])
     except Exception: return len(text.split())
 
+def question_chunks(questions:list, # from `load_questions`
+                    chunk:int=64, # questions per chunk
+                   )->list[list]:
+    "`questions` cut in question order into chunks of `chunk` (the last may be shorter): the units answers are generated and written in"
+    if not isinstance(chunk, int) or chunk < 1: raise ValueError(f"chunk: need a whole number of questions >= 1 per chunk, got {chunk!r}")
+    return [questions[c:c + chunk] for c in range(0, len(questions), chunk)]
+
+def _answered(b, path, questions):
+    "question_id -> answer record already in the answer file at `path` (AlpacaEval: matched on the instruction, ids are positions)"
+    done = {r["question_id"]: r for r in read_answers(b, path)} if Path(path).exists() else {}
+    if b.name == "alpaca_eval":
+        by_ins = {r["instruction"]: r for r in done.values()}
+        done = {q["question_id"]: dict(by_ins[q["turns"][0]], question_id=q["question_id"]) for q in questions if q["turns"][0] in by_ins}
+    return done
+
+def _missing(questions, done): return [q for q in questions if q["question_id"] not in done or len(done[q["question_id"]]["answers"]) < len(q["turns"])]
+
+def _answer_chunk(b, part, plan, s, seed):
+    "Answer records of the questions `part`, turn by turn; the generate calls depend on `part` alone (a chunk answered in any process gives the same answers)"
+    answers = {q["question_id"]: [] for q in part}
+    for k in range(max(len(q["turns"]) for q in part) if part else 0):
+        groups = {}
+        for q in part:
+            if k < len(q["turns"]):
+                p = plan[q["question_id"]]; groups.setdefault((p["temperature"], p["max_new_tokens"]), []).append(q)
+        for (t, m), qs in groups.items():
+            spec = s.spec
+            s.spec = replace(spec, temperature=t, max_new_tokens=m)
+            try: outs = s.generate([turn_messages(q["turns"], answers[q["question_id"]]) for q in qs], n=1, seed=seed + k)
+            finally: s.spec = spec
+            for q, o in zip(qs, outs): answers[q["question_id"]].append(o[0].strip())
+    return [dict(question_id=q["question_id"], answers=answers[q["question_id"]], instruction=q["turns"][0], dataset=q.get("category"),
+                 token_len=[_token_len(s, x) for x in answers[q["question_id"]]]) for q in part]
+
+def _write_all(b, path, model, questions, done, plan):
+    recs = [done[q["question_id"]] for q in questions if q["question_id"] in done]
+    recs += [r for i, r in done.items() if i not in plan]  # keep answers to questions not asked this time
+    write_answers(b, path, model, recs)
+
 def answer_questions(benchmark, # a name in `BENCHMARKS` or a `Benchmark`
                      questions:list, # from `load_questions`
                      sampler, # a `wrpo.sampling.Sampler`, or a callable returning one (called only if something is left to do)
@@ -252,41 +292,76 @@ def answer_questions(benchmark, # a name in `BENCHMARKS` or a `Benchmark`
                      model:str, # the model's name, written as generator / model_id
                      max_new_tokens:int|None=None, # override the benchmark's budget
                      seed:int=0, # sampling seed (used by the sampled MT-Bench categories)
-                     chunk:int=64, # questions per write
+                     chunk:int=64, # questions per write (`question_chunks`)
                     )->list[dict]:
     "Generate (missing) answers turn by turn with the benchmark's settings; write and return them in question order"
     b = get_benchmark(benchmark)
     path = answer_path(b, root, model)
-    done = {r["question_id"]: r for r in read_answers(b, path)} if path.exists() else {}
-    if b.name == "alpaca_eval":  # ids are positions: match on the instruction instead
-        by_ins = {r["instruction"]: r for r in done.values()}
-        done = {q["question_id"]: dict(by_ins[q["turns"][0]], question_id=q["question_id"]) for q in questions if q["turns"][0] in by_ins}
+    done = _answered(b, path, questions)
     plan = {p["question_id"]: p for p in generation_plan(b, questions, max_new_tokens)}
-    todo = [q for q in questions if q["question_id"] not in done or len(done[q["question_id"]]["answers"]) < len(q["turns"])]
-    own = bool(todo) and callable(sampler) and not hasattr(sampler, "generate")
+    chunks = question_chunks(questions, chunk)
+    own = bool(_missing(questions, done)) and callable(sampler) and not hasattr(sampler, "generate")
     s = sampler() if own else sampler
     try:
-        for c in range(0, len(todo), chunk):
-            part = todo[c:c + chunk]
-            answers = {q["question_id"]: [] for q in part}
-            for k in range(max(len(q["turns"]) for q in part) if part else 0):
-                groups = {}
-                for q in part:
-                    if k < len(q["turns"]):
-                        p = plan[q["question_id"]]; groups.setdefault((p["temperature"], p["max_new_tokens"]), []).append(q)
-                for (t, m), qs in groups.items():
-                    spec = s.spec
-                    s.spec = replace(spec, temperature=t, max_new_tokens=m)
-                    try: outs = s.generate([turn_messages(q["turns"], answers[q["question_id"]]) for q in qs], n=1, seed=seed + k)
-                    finally: s.spec = spec
-                    for q, o in zip(qs, outs): answers[q["question_id"]].append(o[0].strip())
-            for q in part:
-                a = answers[q["question_id"]]
-                done[q["question_id"]] = dict(question_id=q["question_id"], answers=a, instruction=q["turns"][0],
-                                              dataset=q.get("category"), token_len=[_token_len(s, x) for x in a])
-            recs = [done[q["question_id"]] for q in questions if q["question_id"] in done]
-            recs += [r for i, r in done.items() if i not in plan]  # keep answers to questions not asked this time
-            write_answers(b, path, model, recs)
+        for part in chunks:   # chunks of the question list, not of what is missing: a chunk's answers do not depend on what was done before
+            part = _missing(part, done)
+            if not part: continue
+            for r in _answer_chunk(b, part, plan, s, seed): done[r["question_id"]] = r
+            _write_all(b, path, model, questions, done, plan)
     finally:
         if own: s.close()
     return [done[q["question_id"]] for q in questions]
+
+# %% ../nbs/12_benchmarks.ipynb #4c7f0001
+def answer_part_path(parts_dir, # a directory of part files of one model's answers to one benchmark
+                     j:int, # the chunk's number (`question_chunks`)
+                    )->Path:
+    "The part file of chunk `j`: <parts_dir>/part-0000j.jsonl"
+    return Path(parts_dir) / f"part-{j:05d}.jsonl"
+
+def answer_parts(benchmark, # a name in `BENCHMARKS` or a `Benchmark`
+                 questions:list, # from `load_questions` (all of them: chunks are numbered in this list)
+                 sampler, # a sampler, or a callable returning one (called only if a chunk is left to answer)
+                 parts_dir, # where the part files go (`answer_part_path`)
+                 which, # the chunk numbers to answer (others are left to other jobs)
+                 root=None, # the benchmark's answer directory: chunks answered in its official file are skipped; None: none
+                 model:str|None=None, # the model's name (for the official file under `root`)
+                 max_new_tokens:int|None=None, # override the benchmark's budget
+                 seed:int=0, # sampling seed
+                 chunk:int=64, # questions per chunk
+                )->list[Path]:
+    "Answer the chunks `which` of `questions` (those with no part file and not in the official answer file) into part files; returns the part files written"
+    b = get_benchmark(benchmark)
+    chunks = question_chunks(questions, chunk)
+    bad = [j for j in which if not 0 <= j < len(chunks)]
+    if bad: raise ValueError(f"which: chunk {bad[0]} does not exist ({len(chunks)} chunks of {chunk} questions)")
+    done = _answered(b, answer_path(b, root, model), questions) if root is not None else {}
+    todo = [j for j in which if not answer_part_path(parts_dir, j).exists() and _missing(chunks[j], done)]
+    plan = {p["question_id"]: p for p in generation_plan(b, questions, max_new_tokens)}
+    own = bool(todo) and callable(sampler) and not hasattr(sampler, "generate")
+    s, out = sampler() if own else sampler, []
+    try:
+        for j in todo:   # the whole chunk, as `answer_questions` answers it in a fresh run
+            out.append(write_jsonl(answer_part_path(parts_dir, j), _answer_chunk(b, chunks[j], plan, s, seed)))
+    finally:
+        if own: s.close()
+    return out
+
+def merge_answer_parts(benchmark, # a name in `BENCHMARKS` or a `Benchmark`
+                       questions:list, # from `load_questions`
+                       root, # the directory holding this benchmark's answers (see `answer_path`)
+                       model:str, # the model's name
+                       parts_dir, # the part files (`answer_parts`)
+                       max_new_tokens:int|None=None, # as answered (only which questions were asked matters here)
+                      )->int:
+    "Merge part files into the official answer file of `model` in question order (answers already there win); returns how many answers it added"
+    b = get_benchmark(benchmark)
+    path, ids = answer_path(b, root, model), {q["question_id"] for q in questions}
+    done = _answered(b, path, questions)
+    added = 0
+    for f in sorted(Path(parts_dir).glob("part-*.jsonl")) if Path(parts_dir).is_dir() else []:
+        for r in read_jsonl(f):
+            i = r["question_id"]
+            if i in ids and (i not in done or len(done[i]["answers"]) < len(r["answers"])): done[i] = r; added += 1
+    if added: _write_all(b, path, model, questions, done, {p["question_id"]: p for p in generation_plan(b, questions, max_new_tokens)})
+    return added

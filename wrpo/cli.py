@@ -6,14 +6,14 @@ Docs: https://wrpo-dev.github.io/wrpo/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #1e5d8f40
 from __future__ import annotations
-import argparse, json, os, sys, tempfile, time
+import argparse, json, os, subprocess, sys, tempfile, time
 from importlib.resources import files
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['FIGURE_NOTEBOOKS', 'WATCH_ENV', 'PipelineFailed', 'pipeline_notebook', 'kernel_config', 'quiet_kernel_manager',
-           'watch_parent', 'run_notebook', 'text_progress', 'writable_dir', 'run_pipeline', 'run_eval', 'run_seed_runs',
-           'make_figures', 'parser', 'main']
+           'watch_parent', 'run_notebook', 'text_progress', 'writable_dir', 'run_pipeline', 'worker_devices',
+           'run_eval_workers', 'run_eval', 'run_seed_runs', 'make_figures', 'parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #6f8d7b10
 FIGURE_NOTEBOOKS = ("fig_source_contribution.ipynb", "fig_logp_shift.ipynb", "fig_reward_margins.ipynb", "fig_alpha_sweep.ipynb")
@@ -146,6 +146,50 @@ def run_pipeline(config:str, out:str|None=None, overrides:list|None=None, figure
     print(f"wrpo: {cfg.name} finished in {time.time() - t0:.0f} s; results in {run_dir}/results.md, figures in {run_dir}/figures")
     return run_dir
 
+def worker_devices(workers, # a number of answering jobs, or "auto"
+                   tensor_parallel_size:int=1, # GPUs each job's model needs
+                   visible:list|None=None, # the visible CUDA devices; None: CUDA_VISIBLE_DEVICES if set, else torch's count
+                  )->list:
+    "Per answering job the CUDA_VISIBLE_DEVICES it gets: consecutive groups of `tensor_parallel_size` visible devices (None each on a CPU); 'auto': as many jobs as groups fit, 1 on a CPU"
+    if visible is None:
+        env = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if env is not None: visible = [d.strip() for d in env.split(",") if d.strip()]
+        else:
+            import torch
+            visible = [str(i) for i in range(torch.cuda.device_count())]
+    tp = max(1, int(tensor_parallel_size))
+    n = max(1, len(visible) // tp) if workers == "auto" else workers
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1: raise ValueError(f"benchmarks.workers: a number of jobs >= 1 or 'auto', got {workers!r}")
+    if not visible: return [None] * n   # a CPU: the jobs share it
+    if n * tp > len(visible):
+        raise ValueError(f"benchmarks.workers: {n} jobs of {tp} GPU(s) each need {n * tp}, but {len(visible)} are visible ({','.join(visible)})")
+    return [",".join(visible[g * tp:(g + 1) * tp]) for g in range(n)]
+
+def run_eval_workers(cfg_file, # the config file
+                     run_dir:Path, # the run directory
+                     devices:list, # per job its CUDA_VISIBLE_DEVICES (`worker_devices`; None: leave it as it is)
+                     args:list, # the other `wrpo eval` arguments (-o overrides, --model, --only, --redo)
+                    )->list:
+    "Answer the benchmarks with one `wrpo eval --shard i/n` process per entry of `devices`, side by side, each pinned to its GPU group; logs in <run>/logs/eval-shard-i-of-n.log. Returns the logs; `PipelineFailed` naming a failed job's log"
+    from wrpo.rundir import LOCK_ENV
+    n, procs, logs = len(devices), [], []
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    for i, dev in enumerate(devices):
+        env = {k: v for k, v in os.environ.items() if k != LOCK_ENV}   # each job takes its own shard lock
+        if dev is not None: env["CUDA_VISIBLE_DEVICES"] = dev
+        logs.append(run_dir / "logs" / f"eval-shard-{i}-of-{n}.log")
+        with open(logs[-1], "w") as log:
+            log.write(f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '')}\n"); log.flush()
+            procs.append(subprocess.Popen([sys.executable, "-m", "wrpo.cli", "eval", str(cfg_file), "--out", str(run_dir), "--shard", f"{i}/{n}",
+                                           "--quiet", *args], env=env, stdout=log, stderr=subprocess.STDOUT))
+    try: rcs = [p.wait() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None: p.terminate(); p.wait()
+    bad = [i for i, rc in enumerate(rcs) if rc != 0]
+    if bad: raise PipelineFailed(f"wrpo eval: answering job {bad[0]}/{n} failed (exit {rcs[bad[0]]}); see {logs[bad[0]]}; a rerun resumes")
+    return logs
+
 def run_eval(config:str, # a config path or a shipped name (its `benchmarks` section)
              out:str|None=None, # the run directory whose models are evaluated; None: the config's run directory
              overrides:list|None=None, # dotted config overrides
@@ -154,12 +198,15 @@ def run_eval(config:str, # a config path or a shipped name (its `benchmarks` sec
              log_output:bool=True, # stream the notebook's output to this process
              redo:bool=False, # answer again where a model or the settings changed
              judges:list|None=None, # judge files or shipped judge names: the first judges (the table), the others are compared with it
+             shard:str|None=None, # 'i/n': only this job's share of the answering, beside the other jobs (their own locks); no judging
             )->Path:
-    "Validate `config`, then run the benchmark notebook: the paper's Table 2 for the run's models under <run>/benchmarks."
+    "Validate `config`, then run the benchmark notebook: the paper's Table 2 for the run's models under <run>/benchmarks (with `shard`: one job's share of the answers)."
     import json
     from wrpo.config import config_path, load_config
     from wrpo.rundir import run_lock
     from wrpo.judge_models import load_judge
+    from wrpo.build import parse_shard
+    sh = parse_shard(shard)   # a bad --shard fails before anything is written
     cfg_file = config_path(config).resolve()
     if judges:
         js = [load_judge(j) for j in judges]
@@ -169,11 +216,24 @@ def run_eval(config:str, # a config path or a shipped name (its `benchmarks` sec
     if bad: raise ValueError(f"--model {bad[0]!r}: expected NAME=WHERE (a local path, a hub id, or openai:MODEL@BASE_URL)")
     run_dir = writable_dir(cfg.run_path(out).resolve())
     t0 = time.time()
-    with run_lock(run_dir):
-        run_notebook("eval.ipynb", run_dir / "notebooks" / "eval.ipynb",
+    devices = [None]
+    if sh is None and cfg.benchmarks.workers != 1:   # answering jobs on this node, one GPU group each
+        tp = max([s.tensor_parallel_size for s in [cfg.target, *cfg.sources] if s is not None] or [1])
+        devices = worker_devices(cfg.benchmarks.workers, tp)
+    # one writer per run directory; shard jobs each hold their own lock (they write only their own part files) and run side by side
+    with run_lock(run_dir, ".wrpo.lock" if sh is None else f".wrpo-eval-shard-{sh[0]}-of-{sh[1]}.lock"):
+        if len(devices) > 1:   # the jobs (their own shard locks) answer; the notebook below merges, answers what is left, judges
+            args = [*(x for o in overrides or [] for x in ("-o", o)), *(x for m in models or [] for x in ("--model", m)),
+                    *(x for m in only or [] for x in ("--only", m)), *(["--redo"] if redo else [])]
+            print(f"wrpo: answering with {len(devices)} jobs (CUDA_VISIBLE_DEVICES {devices}); logs in {run_dir}/logs/eval-shard-*.log", flush=True)
+            run_eval_workers(cfg_file, run_dir, devices, args)
+        nb_out = run_dir / "notebooks" / ("eval.ipynb" if sh is None else f"eval-shard-{sh[0]}-of-{sh[1]}.ipynb")
+        run_notebook("eval.ipynb", nb_out,
                      dict(config=str(cfg_file), run_dir=str(run_dir), overrides=list(overrides or []), models=list(models or []),
-                          only=list(only or []), redo=redo, progress="text"), log_output)
-    print(f"wrpo: benchmarks of {cfg.name} finished in {time.time() - t0:.0f} s; table in {run_dir}/benchmarks/results.md")
+                          only=list(only or []), redo=redo, progress="text", shard=None if sh is None else f"{sh[0]}/{sh[1]}"), log_output)
+    if sh is not None: print(f"wrpo: shard {sh[0]}/{sh[1]} of the benchmark answers of {cfg.name} finished in {time.time() - t0:.0f} s; "
+                             f"when every shard is done, `wrpo eval` without --shard merges, judges and scores")
+    else: print(f"wrpo: benchmarks of {cfg.name} finished in {time.time() - t0:.0f} s; table in {run_dir}/benchmarks/results.md")
     return run_dir
 
 def run_seed_runs(config:str, # a config path or a shipped name
@@ -325,7 +385,8 @@ def parser()->argparse.ArgumentParser:
              "  wrpo eval paper --out runs/paper\n"
              "  wrpo eval paper --out runs/paper --model llama3=meta-llama/Meta-Llama-3-8B-Instruct\n"
              "  wrpo eval paper --out runs/paper --judge local-vllm\n"
-             "  wrpo eval paper --out runs/paper --judge gpt-4.1 --judge local-vllm   # and how far the results depend on the judge")
+             "  wrpo eval paper --out runs/paper --judge gpt-4.1 --judge local-vllm   # and how far the results depend on the judge\n"
+             "  wrpo eval paper --out runs/paper --shard 3/8   # job 3 of 8 answers its share; then `wrpo eval paper --out runs/paper` judges")
     e.add_argument("config", help="a YAML config path or a shipped name")
     e.add_argument("--out", default=None, help="the run directory (default: the config's run_dir, or runs/<name>)")
     e.add_argument("-o", "--override", action="append", default=[], help="dotted config override, e.g. benchmarks.n_questions=20")
@@ -335,6 +396,10 @@ def parser()->argparse.ArgumentParser:
                    help="the judge: a shipped judge (gpt-4.1, local-vllm) or a YAML file of one; again: more judges of the same "
                         "answers, compared with the first in benchmarks/agreement.md")
     e.add_argument("--redo", action="store_true", help="answer again where a model or the settings changed")
+    e.add_argument("--shard", default=None, metavar="i/n",
+                   help="answer only job i's share of n (every n-th chunk of benchmarks.answer_chunk questions of one benchmark "
+                        "and model) into part files, beside the other jobs; judge nothing. Afterwards `wrpo eval` without --shard "
+                        "merges the parts, answers what is missing, judges and scores (the same answers and scores as one job)")
     e.add_argument("--quiet", action="store_true", help="do not echo the notebook's output and progress bars")
     s = _sub(sub, "train-sft", "Target-SFT of a run (what `train.launcher` runs under accelerate launch)",
              "Fine-tunes the target on (x, y_ws) of the run's SFT third (the pipeline launches this under `accelerate launch`\n"
@@ -373,7 +438,7 @@ def main(argv=None)->int:
                           log_output=not a.quiet, redo=a.redo, level=a.level, allow_missing=a.allow_missing,
                           reuse_sources=a.reuse_sources, aggregate_only=a.aggregate_only, compare=a.compare)
         elif a.cmd == "eval":
-            run_eval(a.config, a.out, a.override, a.model, a.only, log_output=not a.quiet, redo=a.redo, judges=a.judge)
+            run_eval(a.config, a.out, a.override, a.model, a.only, log_output=not a.quiet, redo=a.redo, judges=a.judge, shard=a.shard)
         elif a.cmd == "figures":
             for f_ in make_figures(a.run_dir, a.out, a.sweep): print(f_)
         elif a.cmd == "validate":

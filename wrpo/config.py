@@ -180,6 +180,8 @@ class BenchmarksSpec:
     lc_table: str | None = None  # AlpacaEval's df_gamed.csv; None: <data_dir>/alpaca_eval/df_gamed.csv if there, else fetched
     bootstrap_rounds: int = 100  # Arena-Hard's bootstrap resamples for the 95% interval
     seed: int = 0  # answer sampling (MT-Bench's sampled categories) and the bootstrap
+    workers: int | str = 1  # answering jobs on this node (`wrpo eval` runs them as `--shard i/n` processes, one GPU group each, then judges); "auto": visible CUDA devices / the models' tensor_parallel_size (1 on a CPU)
+    answer_chunk: int = 64  # questions answered (and written) together: the unit that `wrpo eval --shard i/n` jobs share; the answers of sampled questions depend on it
 
 @dataclass
 class Config:
@@ -396,8 +398,10 @@ def validate_config(cfg:Config, # the configuration to check (returned unchanged
         k = judge_key(j.model)
         if k in seen: raise ConfigError(f"{where}.model: {j.model!r} is also the model of {seen[k]}; each judge's judgments are filed under its model name")
         seen[k] = where
-    for k in ("n_questions", "max_new_tokens", "bootstrap_rounds", "judge_max_tokens"):
+    for k in ("n_questions", "max_new_tokens", "bootstrap_rounds", "judge_max_tokens", "answer_chunk"):
         if getattr(bs, k) is not None and getattr(bs, k) < 1: raise ConfigError(f"benchmarks.{k}: must be >= 1, got {getattr(bs, k)}")
+    if bs.workers != "auto" and not (isinstance(bs.workers, int) and bs.workers >= 1):
+        raise ConfigError(f"benchmarks.workers: a number of jobs >= 1 or 'auto', got {bs.workers!r}")
     if deep: check_callables(cfg); check_train(cfg)
     return cfg
 

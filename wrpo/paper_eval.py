@@ -6,12 +6,13 @@ Docs: https://wrpo-dev.github.io/wrpo/paper_eval.html.md"""
 
 # %% ../nbs/15_paper_eval.ipynb #2a1a53cf
 from __future__ import annotations
-import json, logging
+import json, logging, shutil
 from dataclasses import replace
 from pathlib import Path
 from .config import ModelSpec, BENCHMARK_NAMES
 from .files import atomic_write_json, atomic_write_text, read_jsonl
-from .benchmarks import get_benchmark, fetch_benchmark, load_questions, answer_questions, answer_path, baseline_files
+from .benchmarks import (get_benchmark, fetch_benchmark, load_questions, answer_questions, answer_path, baseline_files, question_chunks,
+                             answer_parts, merge_answer_parts)
 from . import arena_hard_v2 as ah2
 from .judge_models import comparable_with_published, PUBLISHED_JUDGES
 from .judge import (JudgeClient, JudgeCache, judge_alpaca_eval, judge_arena_hard, judge_mt_bench, write_alpaca_annotations,
@@ -22,7 +23,8 @@ from .scores import (alpaca_lc_winrate, arena_hard_scores, mt_bench_scores, resu
 logger = logging.getLogger("wrpo.paper_eval")
 
 # %% auto #0
-__all__ = ['logger', 'provenance', 'benchmark_dir', 'answer_benchmark', 'judge_benchmark', 'score_benchmark', 'run_benchmarks']
+__all__ = ['logger', 'provenance', 'benchmark_dir', 'answer_parts_dir', 'answer_benchmark', 'answer_units', 'answer_shard',
+           'judge_benchmark', 'score_benchmark', 'run_benchmarks']
 
 # %% ../nbs/15_paper_eval.ipynb #c4968b89
 def provenance(benchmark:str, # one of `BENCHMARK_NAMES`
@@ -43,6 +45,13 @@ def benchmark_dir(benchmark:str, # one of `BENCHMARK_NAMES`
     return d
 
 # %% ../nbs/15_paper_eval.ipynb #be410a1d
+def answer_parts_dir(out_dir, # the evaluation directory
+                     benchmark:str, # one of `BENCHMARK_NAMES`
+                     model:str, # the model's name
+                    )->Path:
+    "Where `wrpo eval --shard` jobs put the part files of `model`'s answers to `benchmark`: <out_dir>/answer_parts/<benchmark>/<model>"
+    return Path(out_dir) / "answer_parts" / benchmark / model
+
 def answer_benchmark(benchmark:str, # one of `BENCHMARK_NAMES`
                      bench_dir, # the benchmark's official files (`benchmark_dir`)
                      model:str, # the model's name in the answer files
@@ -51,13 +60,50 @@ def answer_benchmark(benchmark:str, # one of `BENCHMARK_NAMES`
                      n_questions:int|None=None, # only the first n questions; None: all
                      max_new_tokens:int|None=None, # None: the benchmark's own budget
                      seed:int=0, # sampling seed
+                     chunk:int=64, # questions answered together (`wrpo.benchmarks.question_chunks`)
                     )->Path:
-    "Answer the benchmark's questions with `model` (only those not answered yet); returns the answer file"
+    "Answer the benchmark's questions with `model` (only those not answered yet, nor in the part files of shard jobs, merged first); returns the answer file"
     from wrpo.sampling import load_sampler
     qs = load_questions(benchmark, bench_dir)[:n_questions]
-    root = Path(out_dir) / benchmark
-    answer_questions(benchmark, qs, lambda: load_sampler(spec), root, model, max_new_tokens=max_new_tokens, seed=seed)
+    root, parts = Path(out_dir) / benchmark, answer_parts_dir(out_dir, benchmark, model)
+    if parts.is_dir(): merge_answer_parts(benchmark, qs, root, model, parts, max_new_tokens)
+    answer_questions(benchmark, qs, lambda: load_sampler(spec), root, model, max_new_tokens=max_new_tokens, seed=seed, chunk=chunk)
+    if parts.is_dir():   # every answer is in the official file now
+        shutil.rmtree(parts)
+        for d in (parts.parent, parts.parent.parent):
+            if d.is_dir() and not any(d.iterdir()): d.rmdir()
     return answer_path(benchmark, root, model)
+
+def answer_units(names:list, # benchmarks, any of `BENCHMARK_NAMES`
+                 models:list, # model names
+                 n_chunks:dict, # benchmark -> how many chunks of questions it has (`question_chunks`)
+                )->list[tuple]:
+    "The answering work as a stable list of units (benchmark, model, chunk): benchmarks, then models in the order given, then chunks in question order"
+    return [(b, m, j) for b in names for m in models for j in range(n_chunks[b])]
+
+def answer_shard(names:list, # benchmarks, any of `BENCHMARK_NAMES`
+                 models:dict, # model name -> `ModelSpec`
+                 out_dir, # the evaluation directory
+                 shard, # this job's share, 'i/n' or (i, n): every n-th unit of `answer_units` from the i-th
+                 data_dir=None, # official files under <data_dir>/<benchmark>; None: fetched and cached
+                 n_questions:int|None=None, # only the first n questions of each benchmark
+                 max_new_tokens:int|None=None, # None: each benchmark's own budget
+                 seed:int=0, # sampling seed
+                 chunk:int=64, # questions per unit
+                )->dict:
+    "Answer this job's share of the units into part files (`answer_parts_dir`); judges nothing. Returns what it did"
+    from wrpo.build import parse_shard
+    from wrpo.sampling import load_sampler
+    i, n = parse_shard(shard)
+    qs = {b: load_questions(b, benchmark_dir(b, data_dir))[:n_questions] for b in names}
+    units = answer_units(names, list(models), {b: len(question_chunks(q, chunk)) for b, q in qs.items()})
+    mine, written = units[i::n], []
+    for (b, m) in dict.fromkeys((b, m) for b, m, _ in mine):   # one sampler per benchmark and model, loaded only if a chunk is left
+        which = [j for b_, m_, j in mine if (b_, m_) == (b, m)]
+        written += answer_parts(b, qs[b], lambda: load_sampler(models[m]), answer_parts_dir(out_dir, b, m), which, Path(out_dir) / b, m,
+                                max_new_tokens, seed, chunk)
+    logger.info("shard %d/%d: %d of %d units, %d answered now", i, n, len(mine), len(units), len(written))
+    return dict(shard=f"{i}/{n}", units=[list(u) for u in mine], n_units=len(units), written=[str(p) for p in written])
 
 # %% ../nbs/15_paper_eval.ipynb #bd9224f5
 def judge_benchmark(benchmark:str, # one of `BENCHMARK_NAMES`
@@ -140,9 +186,14 @@ def run_benchmarks(names:list, # benchmarks, any of `BENCHMARK_NAMES`
                    allow_retired:bool=False, # accept judge models their provider has shut down
                    check_judge:bool=True, # one 1-token request to each judge before anything is answered
                    judge_max_tokens:int|None=None, # cap each judge reply (Arena-Hard, MT-Bench); None: the official budgets
+                   chunk:int=64, # questions answered together: the unit of `shard`
+                   shard=None, # 'i/n': answer only this job's share of the units into part files (`answer_shard`), judge nothing
                   )->dict:
     "Answers, judgments and scores of every model on every benchmark; writes scores.json, results.md, benchmarks.png (and agreement.md)"
     out = Path(out_dir)
+    if shard is not None:   # a share of the answering only: no judge is checked or asked, nothing is scored
+        res = answer_shard(names, models, out, shard, data_dir, n_questions, max_new_tokens, seed, chunk)
+        return dict(res, scores={}, judge_summaries={}, models=list(models), benchmarks=list(names), judge=None, provenance={})
     judges = [judge, *(compare_judges or [])] if judge is not None else []
     if len({j.model for j in judges}) < len(judges): raise ValueError(f"judges: each needs its own model name, got {[j.model for j in judges]}")
     for j in judges if check_judge else []:
@@ -152,7 +203,7 @@ def run_benchmarks(names:list, # benchmarks, any of `BENCHMARK_NAMES`
     for bench in names:
         dirs[bench] = d = benchmark_dir(bench, data_dir)
         for m, spec in models.items():
-            f = answer_benchmark(bench, d, m, spec, out, n_questions, max_new_tokens, seed)
+            f = answer_benchmark(bench, d, m, spec, out, n_questions, max_new_tokens, seed, chunk)
             if answered is not None: answered(bench, m, f)
     by_judge, rows = {}, {}
     for j in judges:

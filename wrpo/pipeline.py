@@ -85,9 +85,10 @@ class Run:
     def benchmarks(self,
                    models:dict|None=None, # more models: name -> local path, hub id or "openai:MODEL@BASE_URL"
                    only:list|None=None, # evaluate only these model names (default: `benchmarks.models` and `models`)
+                   shard=None, # 'i/n': only this job's share of the answering (no judging); None: everything
                   )->dict:
         "The paper's benchmarks for the run's models (`wrpo.stages.benchmarks`)"
-        return benchmarks(self, models, only)
+        return benchmarks(self, models, only, shard)
 
 # %% ../nbs/10_pipeline.ipynb #6f71f15f
 @patch

@@ -6,7 +6,7 @@ Docs: https://wrpo-dev.github.io/wrpo/rundir.html.md"""
 
 # %% ../nbs/10a_rundir.ipynb #cd7fd0db
 from __future__ import annotations
-import json, os, re, shutil, time
+import contextlib, json, os, re, shutil, time
 from pathlib import Path
 from .config import config_changes
 from .files import atomic_write_json
@@ -72,6 +72,22 @@ class Stages:
         self.resumed = set()   # stages this process resumes after an interrupted attempt
         self.rec = read_json(self.file) if self.file.exists() else {}
 
+    @contextlib.contextmanager
+    def _locked(self):
+        "Hold an OS lock on stages.json (`.stages.json.lock` beside it) and yield what the file holds now; other processes wait"
+        import fcntl
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.file.parent / ".stages.json.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try: yield read_json(self.file) if self.file.exists() else {}
+            finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _write(self, disk:dict, keys):
+        "Under `_locked`: this process's records of `keys` into what is on disk, written whole; the others' records are kept (and seen from now on)"
+        for k in keys: disk[k] = self.rec[k]
+        atomic_write_json(self.file, disk)
+        self.rec = disk
+
     def fp(self,
            key, # a stage name, e.g. "sft" or "train/wrpo"
           )->str|None:
@@ -99,8 +115,14 @@ class Stages:
               upstream=(), # as for `status`
              ):
         "The action before a stage (re)runs: `StaleRun` naming the changed keys if its outputs were made with other settings (with `redo`: they are deleted); then record the settings (stages.json)"
+        if self.status(key, settings, outputs, upstream) == "done": raise ValueError(f"stage {key!r} is current: nothing to start")
+        with self._locked() as disk:   # decided and recorded under the lock: another process may have started it since we read
+            self.rec.update(disk)
+            self._start(disk, key, settings, outputs, upstream)
+
+    def _start(self, disk, key, settings, outputs, upstream):
         st = self.status(key, settings, outputs, upstream)
-        if st == "done": raise ValueError(f"stage {key!r} is current: nothing to start")
+        if st == "done": return   # another process finished it meanwhile
         rec = self.rec.get(key)
         if st == "stale":
             why = (config_changes(rec["settings"], settings, values=True, into_lists=False) or [f"upstream stage changed ({', '.join(u for u in upstream if rec['upstream'].get(u) != self.fp(u))})"]
@@ -113,7 +135,7 @@ class Stages:
         for p in map(Path, outputs):
             if p.exists(): shutil.rmtree(p) if p.is_dir() else p.unlink()
         self.rec[key] = dict(fingerprint=self._fingerprint(settings, upstream), settings=settings, upstream={u: self.fp(u) for u in upstream}, done=False)
-        atomic_write_json(self.file, self.rec)
+        self._write(disk, [key])
 
     def _starting(self):
         if self.on_start is not None: f, self.on_start = self.on_start, None; f()
@@ -122,14 +144,16 @@ class Stages:
              key:str, # the stage name
             ):
         "Mark stage `key` finished (its outputs are complete)"
-        self.rec[key]["done"] = True; atomic_write_json(self.file, self.rec)
+        self.rec[key]["done"] = True
+        with self._locked() as disk: self._write(disk, [key])
 
     def reused(self,
                key:str, # the stage name
                source, # the run directory it was copied from
               ):
         "Mark stage `key` as copied from another run (`pipeline.reuse_from`): current whatever the settings"
-        self.rec[key] = dict(fingerprint=f"reused:{source}", settings={}, upstream={}, done=True); atomic_write_json(self.file, self.rec)
+        self.rec[key] = dict(fingerprint=f"reused:{source}", settings={}, upstream={}, done=True)
+        with self._locked() as disk: self._write(disk, [key])
 
 # %% ../nbs/10a_rundir.ipynb #a7952594
 def clean_dataset_temps(run_dir, # a run directory

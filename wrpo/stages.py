@@ -237,11 +237,13 @@ def external_model_spec(name:str, # the model's name in the results
 def benchmarks(run, # the run (a `wrpo.pipeline.Run`)
                models:dict|None=None, # more models: name -> local path, hub id or "openai:MODEL@BASE_URL"
                only:list|None=None, # evaluate only these model names (default: `benchmarks.models` and `models`)
+               shard=None, # 'i/n': this job answers only its share (`wrpo.paper_eval.answer_shard`) and judges nothing
               )->dict:
     "AlpacaEval 2, Arena-Hard and MT-Bench answers, judgments and scores of the models under <run>/benchmarks"
     from wrpo.benchmarks import answer_path
-    from wrpo.paper_eval import run_benchmarks
-    bs, t0 = run.cfg.benchmarks, time.time()
+    from wrpo.build import parse_shard
+    from wrpo.paper_eval import answer_parts_dir, run_benchmarks
+    bs, t0, shard = run.cfg.benchmarks, time.time(), parse_shard(shard)
     if not bs.names: raise ConfigError("benchmarks.names: no benchmark to run")
     paths = {**run.model_paths(bs.models), **(models or {})}
     if only: paths = {n: p for n, p in paths.items() if n in only}
@@ -251,12 +253,15 @@ def benchmarks(run, # the run (a `wrpo.pipeline.Run`)
     for b in bs.names:
         for n, spec in specs.items():
             s, up = answer_settings(run, n, spec)
-            key, settings, outputs = f"bench/{b}/{n}", dict(spec=s, n_questions=bs.n_questions, max_new_tokens=bs.max_new_tokens), [answer_path(b, out / b, n)]
+            settings = dict(spec=s, n_questions=bs.n_questions, max_new_tokens=bs.max_new_tokens)
+            if bs.answer_chunk != 64: settings["answer_chunk"] = bs.answer_chunk   # (recorded when not the default: older runs stay current)
+            key, outputs = f"bench/{b}/{n}", [answer_path(b, out / b, n), answer_parts_dir(out, b, n)]
             if run.stages.status(key, settings, outputs, up) != "done": run.stages.start(key, settings, outputs, up)
     res = run_benchmarks(bs.names, specs, out, bs.judge, bs.data_dir, bs.n_questions, bs.max_new_tokens, bs.judge_logprobs,
-                         bs.lc_table, bs.bootstrap_rounds, bs.seed, answered=lambda b, n, f: run.stages.done(f"bench/{b}/{n}"),
+                         bs.lc_table, bs.bootstrap_rounds, bs.seed, answered=None if shard else lambda b, n, f: run.stages.done(f"bench/{b}/{n}"),
                          compare_judges=bs.compare_judges, allow_retired=bs.allow_retired_judge, check_judge=bs.check_judge,
-                         judge_max_tokens=bs.judge_max_tokens)
-    run._time("benchmarks", t0)
-    write_cards(run)   # the model cards now carry the benchmark scores too
+                         judge_max_tokens=bs.judge_max_tokens, chunk=bs.answer_chunk, shard=shard)
+    if shard is None:   # (a shard job's time is its own: timings.json is the whole evaluation's; its cards wait for the scores)
+        run._time("benchmarks", t0)
+        write_cards(run)   # the model cards now carry the benchmark scores too
     return res
