@@ -151,19 +151,12 @@ def worker_devices(workers, # a number of answering jobs, or "auto"
                    visible:list|None=None, # the visible CUDA devices; None: CUDA_VISIBLE_DEVICES if set, else torch's count
                   )->list:
     "Per answering job the CUDA_VISIBLE_DEVICES it gets: consecutive groups of `tensor_parallel_size` visible devices (None each on a CPU); 'auto': as many jobs as groups fit, 1 on a CPU"
-    if visible is None:
-        env = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if env is not None: visible = [d.strip() for d in env.split(",") if d.strip()]
-        else:
-            import torch
-            visible = [str(i) for i in range(torch.cuda.device_count())]
+    from wrpo.workers import device_groups, visible_devices, worker_count   # the same device groups as the builder's workers
+    visible = visible_devices() if visible is None else visible
     tp = max(1, int(tensor_parallel_size))
-    n = max(1, len(visible) // tp) if workers == "auto" else workers
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1: raise ValueError(f"benchmarks.workers: a number of jobs >= 1 or 'auto', got {workers!r}")
+    n = worker_count(workers, tp, visible, where="benchmarks.workers")
     if not visible: return [None] * n   # a CPU: the jobs share it
-    if n * tp > len(visible):
-        raise ValueError(f"benchmarks.workers: {n} jobs of {tp} GPU(s) each need {n * tp}, but {len(visible)} are visible ({','.join(visible)})")
-    return [",".join(visible[g * tp:(g + 1) * tp]) for g in range(n)]
+    return [",".join(g) for g in device_groups(n, tp, visible)]
 
 def run_eval_workers(cfg_file, # the config file
                      run_dir:Path, # the run directory
