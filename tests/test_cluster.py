@@ -63,3 +63,50 @@ def test_two_nodes_train_as_one_machine_with_two_processes(tmp_path):
         assert x["loss"] == pytest.approx(y["loss"], abs=1e-6)
         assert x["alpha"] == pytest.approx(y["alpha"], abs=1e-12)
     assert a[-1]["loss"] < a[0]["loss"] - 0.05   # it really trained
+
+# a stand-in for sbatch that runs each submission at once, every array task in turn with its SLURM_ARRAY_TASK_ID, and
+# fails as sbatch --dependency=afterok would leave the next jobs waiting: any failing task stops the recipe
+FAKE_SBATCH = """#!{python}
+import os, subprocess, sys
+opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+lo, hi = map(int, opts["array"].split("-")) if "array" in opts else (0, 0)
+n = len(os.listdir(os.environ["FAKE_SLURM_DIR"]))
+for i in range(lo, hi + 1):
+    env = {{**os.environ, "SLURM_JOB_ID": str(100 + n)}} | ({{"SLURM_ARRAY_TASK_ID": str(i)}} if "array" in opts else {{}})
+    r = subprocess.run(["sh", "-c", opts["wrap"]], env=env, capture_output=True, text=True)
+    if r.returncode: sys.exit(f"job {{opts['job-name']}} task {{i}} failed: {{r.stderr[-3000:]}}")
+open(os.path.join(os.environ["FAKE_SLURM_DIR"], str(100 + n)), "w").write(repr(opts))
+print(f"{{100 + n}};cluster1")
+"""
+
+def test_build_recipe_jobs_build_what_one_process_builds(tmp_path):
+    "The rendered data-build recipe, its jobs run by a stand-in sbatch with the real `wrpo build`, gives the quadruples one `wrpo build` gives"
+    import yaml
+    from datasets import load_from_disk
+    from wrpo.cluster import slurm_build_script
+    from wrpo.config import config_path
+    from wrpo.toyworld import build_zoo, make_prompts
+    d = yaml.safe_load(config_path("ci").read_text())          # ci with its provided models as paths (`wrpo build` takes no provider)
+    zoo = build_zoo(**d["pipeline"]["models"]["kwargs"])
+    for m in d["sources"] + [d["target"]]: m["model"] = zoo[m["model"].split(":", 1)[1]]
+    del d["pipeline"]["models"]
+    (tmp_path / "ci.yaml").write_text(yaml.safe_dump(d))
+    rows = make_prompts(skill_mix={"add": 0.3, "reverse": 0.3, "sort": 0.3, "max": 0.1}, n=100, seed=0)   # 100 prompts: 2 shards of 64
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    wrpo = f"{sys.executable} -m wrpo.cli"
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(HERE.parent), ENV.get("PYTHONPATH", "")])}
+    r = subprocess.run(f"{wrpo} build ci.yaml --prompts p.jsonl --out one --stage all --target-model {zoo['target_mistral']}", shell=True,
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-4000:]
+    bin_ = tmp_path / "bin"; bin_.mkdir(); (tmp_path / "jobs").mkdir()
+    (bin_ / "sbatch").write_text(FAKE_SBATCH.format(python=sys.executable)); (bin_ / "sbatch").chmod(0o755)
+    script = slurm_build_script("ci.yaml", "sharded", shards=2, prompts="p.jsonl", target_model=zoo["target_mistral"], target_shards=2, wrpo=wrpo)
+    (tmp_path / "build.sh").write_text(script)
+    r = subprocess.run(["bash", "build.sh"], cwd=tmp_path, capture_output=True, text=True, timeout=1800,
+                       env={**env, "PATH": f"{bin_}{os.pathsep}{env['PATH']}", "FAKE_SLURM_DIR": str(tmp_path / "jobs")})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    assert r.stdout.strip() == "submitted: sources 100 (array), sft 101, targets 102 (array), merge 103"
+    assert sorted((tmp_path / "sharded" / "scored").glob("shard-*.jsonl")) and len(list((tmp_path / "sharded" / "scored").glob("shard-*.jsonl"))) == 2
+    for part in ("sft", "quadruples"):
+        a, b = load_from_disk(str(tmp_path / "one" / part)).to_list(), load_from_disk(str(tmp_path / "sharded" / part)).to_list()
+        assert len(a) > 10 and a == b, part
