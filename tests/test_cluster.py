@@ -1,6 +1,8 @@
 """Two "nodes" as two processes on this machine: the multi-node `accelerate launch` command that `wrpo.training.launch_command`
 renders from SLURM's variables (node rank 0 and 1, main process 127.0.0.1, one process each) runs the shipped DeepSpeed ZeRO-3
-config on CPU (gloo) and trains exactly as the single-machine 2-process launch does (tests/zero3_train.py's WRPO steps)."""
+config on CPU (gloo) and trains exactly as the single-machine 2-process launch does (tests/zero3_train.py's WRPO steps); the rendered
+SLURM recipes run with stand-ins for sbatch and srun: the sharded build gives the data one `wrpo build` gives, and the
+multi-node training job (srun per node, the run lock, `wrpo train-variant`) trains a variant as one machine does."""
 import json, os, socket, subprocess, sys
 from pathlib import Path
 import pytest
@@ -110,3 +112,53 @@ def test_build_recipe_jobs_build_what_one_process_builds(tmp_path):
     for part in ("sft", "quadruples"):
         a, b = load_from_disk(str(tmp_path / "one" / part)).to_list(), load_from_disk(str(tmp_path / "sharded" / part)).to_list()
         assert len(a) > 10 and a == b, part
+
+FAKE_SRUN = """#!{python}
+# a stand-in for srun over two "nodes" on this machine: the command once per node, side by side, with that node's variables
+import json, os, subprocess, sys
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+envs = json.loads(os.environ["FAKE_NODE_ENVS"])
+procs = [subprocess.Popen(args, env={{**os.environ, **e}}) for e in envs]
+sys.exit(max(p.wait() for p in procs))
+"""
+
+def test_training_recipe_trains_a_variant_on_two_nodes_as_on_one_machine(tmp_path):
+    "The rendered multi-node recipe (srun per node -> launch_command -> accelerate -> wrpo train-variant) on two 'nodes' trains as 2 processes on one machine"
+    from wrpo.cluster import slurm_train_script
+    from wrpo.pipeline import Run
+    from wrpo.rundir import LOCK_ENV
+    from wrpo.testing import paper_mini
+    cfg = paper_mini(tmp_path / "mini")
+    cfg["train"]["variants"] = {"dpo": cfg["train"]["variants"]["dpo"]}
+    cfg["train"]["launcher"]["mixed_precision"] = "no"
+    run_dir = tmp_path / "run"
+    old = {k: os.environ.pop(k) for k in [k for k in os.environ if k.startswith("SLURM")] + ["OMP_NUM_THREADS"] if k in os.environ}
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        run = Run(cfg, run_dir)
+        for s in ("models", "sources", "sft", "targets", "split"): run.stage(s)
+        run.lock.release()
+    finally:
+        os.environ.pop("OMP_NUM_THREADS"); os.environ.update(old)
+    env = {k: v for k, v in ENV.items() if k != LOCK_ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), ENV.get("PYTHONPATH", "")])
+    # the single-machine reference, as `wrpo run` launches it: the run lock held for the trainers (LOCK_ENV)
+    one = subprocess.run(launch_command(run.cfg.train.launcher, "train-variant", run.dir, "dpo", env={}), env={**env, LOCK_ENV: str(run.dir)},
+                         capture_output=True, text=True, timeout=1200)
+    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-6000:]
+    ref = json.loads((run.dir / "logs" / "dpo.json").read_text())
+    for d in ("checkpoints/dpo", "models/dpo", "logs/dpo.json"):
+        p = run.dir / d
+        subprocess.run(["rm", "-rf", str(p)], check=True)
+    bin_ = tmp_path / "bin"; bin_.mkdir()
+    (bin_ / "srun").write_text(FAKE_SRUN.format(python=sys.executable)); (bin_ / "srun").chmod(0o755)
+    (tmp_path / "train.sbatch").write_text(slurm_train_script(cfg, run.dir, nodes=2, gpus_per_node=1, steps=["dpo"], python=sys.executable))
+    port = _free_port()
+    r = subprocess.run(["bash", str(tmp_path / "train.sbatch")], capture_output=True, text=True, timeout=1200,
+                       env={**env, "PATH": f"{bin_}{os.pathsep}{env['PATH']}", "FAKE_NODE_ENVS": json.dumps([_node_env(k, port) for k in (0, 1)])})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    two = json.loads((run.dir / "logs" / "dpo.json").read_text())
+    a, b = [h for h in ref if "loss" in h], [h for h in two if "loss" in h]
+    assert len(a) == len(b) >= 2
+    for x, y in zip(a, b): assert x["loss"] == pytest.approx(y["loss"], abs=1e-5), (a, b)
+    assert (run.dir / "models" / "dpo").is_dir()
