@@ -11,7 +11,7 @@ LAYERS = [   # lowest first; a module imports only from its own layer or those a
     ["trainer"],                                   # trl's DPOTrainer extended to the quadruple (and its argument checks)
     ["config"],                                    # the typed config: loading, base:, overrides, validation (builds trainer configs once)
     ["prompts", "sampling", "rewards", "evaluate", "judge", "arena_hard_v2", "benchmarks", "scores", "reporting"],   # components
-    ["build", "paper_eval", "plots", "rundir", "training", "cards"],   # the data builder, the benchmarks run, figures, the run directory, training, the Hub cards
+    ["build", "cluster", "paper_eval", "plots", "rundir", "training", "cards"],   # the data builder, SLURM and the plan, the benchmarks run, figures, the run directory, training, the Hub cards
     ["stages"],                                    # the recipe: one ordered list of stages
     ["pipeline"],                                  # a run: config + run directory + the stages
     ["seeds"],                                     # many runs

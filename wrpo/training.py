@@ -34,13 +34,17 @@ def accelerate_config_path(name_or_path, # an existing file, or a shipped config
 
 def launch_command(launcher, # a `LauncherSpec` (accelerate config, num_processes, mixed_precision, extra_args)
                    *args, # the `wrpo` subcommand and its arguments, e.g. "train-variant", run_dir, name
+                   env=None, # the environment whose SLURM variables say whether this is one node of several (None: `os.environ`)
                   )->list:
-    "The `accelerate launch ... -m wrpo.cli ARGS` command line of a `LauncherSpec`."
+    "The `accelerate launch ... -m wrpo.cli ARGS` command line of a `LauncherSpec`; in an `srun` step over several nodes, with the multi-node arguments."
+    from wrpo.cluster import multinode_launch_args
     mp = launcher.mixed_precision
     if mp == "auto": mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config_path(launcher.accelerate_config)),
            "--mixed_precision", mp]
-    if launcher.num_processes: cmd += ["--num_processes", str(launcher.num_processes)]
+    multi = multinode_launch_args(env)   # [] on one node; else --num_machines, --machine_rank, ..., --num_processes (all nodes' processes)
+    if multi: cmd += multi
+    elif launcher.num_processes: cmd += ["--num_processes", str(launcher.num_processes)]
     return cmd + [str(a) for a in launcher.extra_args] + ["-m", "wrpo.cli", *map(str, args)]
 
 # %% ../nbs/10b_training.ipynb #c5934ab0
