@@ -13,7 +13,7 @@ def leaves(d, prefix=""):
     if not isinstance(d, dict) or not d: return [prefix.rstrip(".")]
     return [k for key, v in d.items() for k in leaves(v, f"{prefix}{key}.")]
 
-ADDED_SINCE = {("build", "truncated"): "drop", ("benchmarks", "workers"): 1, ("benchmarks", "answer_chunk"): 64}   # keys the schema gained after the fixture was written, with their default
+ADDED_SINCE = {("build", "truncated"): "drop", ("benchmarks", "workers"): "auto", ("build", "workers"): "auto", ("benchmarks", "answer_chunk"): 64}   # keys the schema gained after the fixture was written, with their default
 # (build.truncated: what a response cut at max_new_tokens may be; every shipped config leaves it at the default)
 
 @pytest.mark.parametrize("name", sorted(RESOLVED))
@@ -36,6 +36,6 @@ def test_validate_resolved_prints_the_merged_config(wrpo_main, tmp_path):
     f = tmp_path / "resolved.yaml"; f.write_text(out)
     got = config_to_dict(load_config(f, deep=False))
     assert got["build"]["n"] == 3 and list(got["train"]["variants"]) == ["dpo", "wrpo"] and "base" not in yaml.safe_load(out)
-    assert got == {**RESOLVED["ci_seeds"], "build": {**RESOLVED["ci_seeds"]["build"], "n": 3, "truncated": "drop"},
-                   "benchmarks": {**RESOLVED["ci_seeds"]["benchmarks"], "workers": 1, "answer_chunk": 64}}
+    assert got == {**RESOLVED["ci_seeds"], "build": {**RESOLVED["ci_seeds"]["build"], "n": 3, "truncated": "drop", "workers": "auto"},
+                   "benchmarks": {**RESOLVED["ci_seeds"]["benchmarks"], "workers": "auto", "answer_chunk": 64}}
     assert out == config_yaml(load_config("ci_seeds", ["build.n=3"]))

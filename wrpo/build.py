@@ -507,7 +507,7 @@ def stage_workers(cfg:Config, # the run's configuration (`build.workers`)
     if spec is not None and spec.backend == "openai": return 1   # a server: its own parallelism (max_concurrency)
     device = cfg.reward.device if spec is None else spec.device
     if device and ":" in device: return 1                        # pinned to one device by the config
-    return worker_count(cfg.build.workers, 1 if spec is None else spec.tensor_parallel_size, devices)
+    return worker_count(cfg.build.workers, spec.tensor_parallel_size if spec is not None and spec.backend == "vllm" else 1, devices)
 
 def _run_stage(bd: BuildDir, cfg: Config, job: dict, spec: ModelSpec|None=None, model=None, tokenizer=None, scorer=None,
                in_process: bool=False) -> dict:
@@ -523,7 +523,7 @@ def _run_stage(bd: BuildDir, cfg: Config, job: dict, spec: ModelSpec|None=None, 
     atomic_write_json(jobf, dict(job, config=asdict(cfg), out_dir=str(bd.root)))
     for f in bd.path(".workers").glob(f"{tag}-w*.result.json"): f.unlink()
     res = run_workers([sys.executable, "-c", "import sys; from wrpo.build import build_worker; sys.exit(build_worker(sys.argv[1]))", str(jobf)],
-                      device_groups(n, 1 if spec is None else spec.tensor_parallel_size), bd.path(".workers", "logs"), tag,
+                      device_groups(n, spec.tensor_parallel_size if spec is not None and spec.backend == "vllm" else 1), bd.path(".workers", "logs"), tag,
                       progress=done, total=sum(map(len, mine.values())))
     failed = [r for r in res if r["returncode"] != 0]
     missing = [j for j in mine if not bd.shard_file(stage, j, sub).exists()]

@@ -399,6 +399,23 @@ def parser()->argparse.ArgumentParser:
              "when the config names a launcher).",
              "  wrpo train-sft runs/ci")
     s.add_argument("run_dir", help="the run directory")
+    from wrpo.cluster import add_plan_args, add_slurm_args
+    add_plan_args(_sub(sub, "plan", "what each stage of a run will do where, and how much, before it runs",
+             "Prints, per stage, what runs where on --nodes nodes of --gpus GPUs each: the sampling workers of every model and\n"
+             "their device groups (build.workers), prompts, samples and an upper bound of the generated tokens, the reward\n"
+             "model's scoring, Target-SFT's and each variant's rows and optimiser steps (all GPUs under train.launcher), the\n"
+             "evaluation's answers; from the config and the prompt rows alone (nothing is loaded or sampled).",
+             "  wrpo plan paper --gpus 8\n"
+             "  wrpo plan paper --gpus 8 --nodes 2 --prompts prompts.jsonl\n"
+             "  wrpo plan ci --gpus 1 --json"))
+    add_slurm_args(_sub(sub, "slurm", "SLURM recipes: the data build as job arrays, training on several nodes",
+             "Renders two scripts for a SLURM cluster: build.sh submits the source stage as a job array (one `wrpo build\n"
+             "--shard i/N` per task, each task's sampling data-parallel over its node's GPUs), then the SFT data once every\n"
+             "task succeeded (and, given --target-model, the target stage as another array and the merge); train.sbatch runs\n"
+             "Target-SFT and every variant on --nodes nodes under accelerate launch with the shipped ZeRO-3 config, the main\n"
+             "process address and the machine ranks from SLURM's environment. Printed, or written to --write DIR.",
+             "  wrpo slurm paper --out runs/paper --shards 16\n"
+             "  wrpo slurm paper --out runs/paper --nodes 2 --gpus-per-node 8 --partition gpu --write slurm/"))
     from wrpo.cards import add_cards_args, add_push_args
     add_cards_args(_sub(sub, "cards", "(re)write the model cards and the quadruples' dataset card of a run",
              "Writes a Hugging Face Hub model card (README.md with the Hub's metadata header) into every trained model of a run\n"
@@ -443,6 +460,12 @@ def main(argv=None)->int:
         elif a.cmd == "build":
             from wrpo.build import build_cli
             return build_cli(a)
+        elif a.cmd == "plan":
+            from wrpo.cluster import plan_cli
+            return plan_cli(a)
+        elif a.cmd == "slurm":
+            from wrpo.cluster import slurm_cli
+            return slurm_cli(a)
         elif a.cmd == "cards":
             from wrpo.cards import cards_cli
             return cards_cli(a)

@@ -10,6 +10,7 @@ import argparse, json, math, os, re, shlex, sys
 from pathlib import Path
 from .config import ConfigError, config_path, load_config, sft_kwargs, variant_kwargs
 from .build import parse_shard, prepare_prompts
+from .workers import device_groups as worker_groups, worker_count
 from .prompts import load_rows
 from .data import read_rows
 
@@ -260,13 +261,14 @@ def device_groups(workers:int, # sampling workers on one node
                   gpus:int, # GPUs per node
                   tp:int, # GPUs per worker (tensor_parallel_size)
                  )->list:
-    "Each worker's GPU indices on its node: consecutive blocks of `tp` ([0, 1] [2, 3] ...); a block past the node's last GPU is cut short."
-    return [list(range(w * tp, min((w + 1) * tp, gpus))) for w in range(workers)]
+    "Each worker's GPU indices on its node, as the builder's workers get them (`wrpo.workers.device_groups`): consecutive blocks of `tp`; one worker: every GPU."
+    return [[int(d) for d in g] for g in worker_groups(workers, tp, [str(i) for i in range(gpus)])]
 
-def _workers(setting, gpus, tp):
-    if setting in (None, "auto"): return max(1, math.ceil(gpus / tp))
-    if isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1: return setting
-    raise ConfigError(f"build.workers: expected 'auto' or an integer >= 1, got {setting!r}")
+def _workers(setting, gpus, tp, device=None):
+    "Workers per node, by the builder's rule (`wrpo.workers.worker_count`: auto = floor(gpus / tp), at least 1); a model pinned to one device: 1"
+    if device and ":" in device: return 1
+    try: return worker_count(setting, tp, [str(i) for i in range(gpus)])
+    except ValueError as e: raise ConfigError(str(e)) from None
 
 def _sampling(stage, spec, prompts, n, gpus, nodes, setting, warn):
     d = dict(stage=stage, model=spec.name, backend=spec.backend, prompts=prompts, n=n, samples=prompts * n,
@@ -274,7 +276,7 @@ def _sampling(stage, spec, prompts, n, gpus, nodes, setting, warn):
     if spec.backend == "openai": return {**d, "where": "api", "endpoint": spec.endpoint, "concurrency": spec.max_concurrency}
     if spec.device == "cpu": return {**d, "where": "cpu", "workers_per_node": 1, "workers": nodes}
     tp = spec.tensor_parallel_size if spec.backend == "vllm" else 1
-    w = _workers(setting, gpus, tp)
+    w = _workers(setting, gpus, tp, spec.device)
     groups = device_groups(w, gpus, tp)
     short = [g for g in groups if len(g) < tp]
     if short: warn.append(f"{stage}: tensor_parallel_size {tp} needs {tp} GPUs per worker; {len(short)} worker(s) get {[len(g) for g in short]} of the node's {gpus}")
@@ -331,7 +333,8 @@ def plan(config, # the run's config: a YAML path, a shipped name ('ci', 'paper')
     tgt_n = (cfg.target.n if cfg.target and cfg.target.n else b.n)
     tgt_samples = 0 if b.reuse_target_samples else n_pref * tgt_n
     stages.append(dict(stage="reward", model=cfg.reward.path, kind=cfg.reward.kind, where="cpu" if cfg.reward.kind == "callable" else "gpu",
-                       scored=src_samples + tgt_samples, scored_sources=src_samples, scored_target=tgt_samples, batch_size=cfg.reward.batch_size))
+                       scored=src_samples + tgt_samples, scored_sources=src_samples, scored_target=tgt_samples, batch_size=cfg.reward.batch_size,
+                       workers_per_node=(rw := _workers(setting, gpus, 1, cfg.reward.device)), workers=rw * nodes))
     procs = gpus * nodes if cfg.train.launcher else 1
     where_train = f"accelerate launch ({cfg.train.launcher.accelerate_config})" if cfg.train.launcher else "this process"
     stages.append(dict(stage="target_sft", where=where_train, sft_prompts=n_sft, **training_steps(n_sft * b.top_k, sft_kwargs(cfg), procs)))
@@ -358,6 +361,12 @@ def plan(config, # the run's config: a YAML path, a shipped name ('ci', 'paper')
             turns = 2 if name == "mt_bench" else 1
             stages.append(dict(stage=f"benchmark:{name}", models=models, questions=q, answers=q * turns * len(models),
                                judge=bm.judge.model, max_new_tokens=bm.max_new_tokens))
+    for s in stages:   # a shard is the unit a worker takes: fewer shards than workers leave workers idle
+        if "workers_per_node" not in s: continue
+        shards = math.ceil((n_pref if s["stage"] == "sample:target_sft" else n_prompts) / b.shard_size)
+        if shards < s["workers"]:
+            warn.append(f"{s['stage']}: {shards} shard(s) of {b.shard_size} prompts for {s['workers']} workers, {s['workers'] - shards} idle; "
+                        f"a smaller build.shard_size (e.g. {max(1, s['prompts'] // s['workers'])}) keeps them busy")
     return dict(config=cfg.name, gpus_per_node=gpus, nodes=nodes, gpus=gpus * nodes,
                 prompts=dict(rows=st["rows"], duplicates=st["duplicates"], skipped=st["skipped"], unique=n_prompts, sft=n_sft, preference=n_pref,
                              shards=math.ceil(n_prompts / b.shard_size), shard_size=b.shard_size),
@@ -373,27 +382,28 @@ def plan_text(p:dict, # a `plan`
     out = [f"plan of {p['config']}: {p['nodes']} node(s) x {p['gpus_per_node']} GPU(s)",
            f"prompts: {_n(pr['unique'])} unique of {_n(pr['rows'])} rows ({pr['duplicates']} duplicates, {pr['skipped']} skipped); "
            f"SFT {_n(pr['sft'])}, preference {_n(pr['preference'])}; {pr['shards']} shard(s) of {pr['shard_size']}", ""]
+    w = max(28, *(len(s["stage"]) + 1 for s in p["stages"]))   # the stage column: as wide as the longest name
     for s in p["stages"]:
-        st = s["stage"]
-        if st.startswith("sample:"):
+        st = s["stage"].ljust(w)
+        if s["stage"].startswith("sample:"):
             if s["where"] == "gpu":
                 where = (f"{s['workers']} worker(s) ({s['workers_per_node']} per node, tp {s['tensor_parallel_size']}, GPUs "
                          + " ".join(str(g).replace(" ", "") for g in s["device_groups"]) + ")")
             else: where = "API endpoint" if s["where"] == "api" else "CPU"
-            out.append(f"{st:<28} {s['backend']:<12} {where}: {_n(s['prompts'])} prompts x {s['n']} = {_n(s['samples'])} samples, "
+            out.append(f"{st} {s['backend']:<12} {where}: {_n(s['prompts'])} prompts x {s['n']} = {_n(s['samples'])} samples, "
                        f"<= {_n(s['max_generated_tokens'])} tokens ({s['max_new_tokens']} each)")
-        elif st == "reward":
-            out.append(f"{st:<28} {s['kind']:<12} {s['where']}: {_n(s['scored'])} responses scored "
+        elif s["stage"] == "reward":
+            out.append(f"{st} {s['kind']:<12} {s['where']}, {s['workers']} worker(s): {_n(s['scored'])} responses scored "
                        f"({_n(s['scored_sources'])} source, {_n(s['scored_target'])} target)")
-        elif st == "target_sft" or st.startswith("train:"):
+        elif s["stage"] == "target_sft" or s["stage"].startswith("train:"):
             rows = f"<= {_n(s['rows'])} rows" + (f" ({_n(s['heldout'])} of {_n(s['quadruples'])} quadruples held out)" if "heldout" in s else "")
-            out.append(f"{st:<28} {s['where']}: {rows}, batch {s['per_device_batch']} x {s['gradient_accumulation']} accum x "
+            out.append(f"{st} {s['where']}: {rows}, batch {s['per_device_batch']} x {s['gradient_accumulation']} accum x "
                        f"{s['processes']} proc = {s['global_batch']}; {s['epochs']:g} epoch(s) x {s['steps_per_epoch']} = {_n(s['steps'])} steps")
-        elif st == "eval":
-            out.append(f"{st:<28} {len(s['models'])} model(s): {_n(s['prompts'])} prompts each = {_n(s['answers'])} answers, "
+        elif s["stage"] == "eval":
+            out.append(f"{st} {len(s['models'])} model(s): {_n(s['prompts'])} prompts each = {_n(s['answers'])} answers, "
                        f"<= {_n(s['max_generated_tokens'])} tokens; log-prob statistics on {_n(s['heldout_logp'])} held-out quadruples")
         else:
-            out.append(f"{st:<28} {len(s['models'])} model(s) x {s['questions']} questions = {_n(s['answers'])} answers, judge {s['judge']}")
+            out.append(f"{st} {len(s['models'])} model(s) x {s['questions']} questions = {_n(s['answers'])} answers, judge {s['judge']}")
     out += [f"warning: {w}" for w in p["warnings"]]
     return "\n".join(out) + "\n"
 

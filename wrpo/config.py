@@ -180,7 +180,7 @@ class BenchmarksSpec:
     lc_table: str | None = None  # AlpacaEval's df_gamed.csv; None: <data_dir>/alpaca_eval/df_gamed.csv if there, else fetched
     bootstrap_rounds: int = 100  # Arena-Hard's bootstrap resamples for the 95% interval
     seed: int = 0  # answer sampling (MT-Bench's sampled categories) and the bootstrap
-    workers: int | str = 1  # answering jobs on this node (`wrpo eval` runs them as `--shard i/n` processes, one GPU group each, then judges); "auto": visible CUDA devices / the models' tensor_parallel_size (1 on a CPU)
+    workers: int | str = "auto"  # answering jobs on this node (1: in this process) (`wrpo eval` runs them as `--shard i/n` processes, one GPU group each, then judges); "auto": visible CUDA devices / the models' tensor_parallel_size (1 on a CPU)
     answer_chunk: int = 64  # questions answered (and written) together: the unit that `wrpo eval --shard i/n` jobs share; the answers of sampled questions depend on it
 
 @dataclass
