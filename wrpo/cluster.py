@@ -366,7 +366,7 @@ def plan(config, # the run's config: a YAML path, a shipped name ('ci', 'paper')
         shards = math.ceil((n_pref if s["stage"] == "sample:target_sft" else n_prompts) / b.shard_size)
         if shards < s["workers"]:
             warn.append(f"{s['stage']}: {shards} shard(s) of {b.shard_size} prompts for {s['workers']} workers, {s['workers'] - shards} idle; "
-                        f"a smaller build.shard_size (e.g. {max(1, s['prompts'] // s['workers'])}) keeps them busy")
+                        f"a smaller build.shard_size (e.g. {max(1, s.get('prompts', n_prompts) // s['workers'])}) keeps them busy")
     return dict(config=cfg.name, gpus_per_node=gpus, nodes=nodes, gpus=gpus * nodes,
                 prompts=dict(rows=st["rows"], duplicates=st["duplicates"], skipped=st["skipped"], unique=n_prompts, sft=n_sft, preference=n_pref,
                              shards=math.ceil(n_prompts / b.shard_size), shard_size=b.shard_size),
